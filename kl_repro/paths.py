@@ -1,0 +1,179 @@
+"""Forward paths of the Brownian-driven VP process and of KL diffusion, and their smoothness.
+
+Paper A, Sec. 3.3 and ``kl_paper_spec.md`` section 6.  Three forward processes on [0, 1]:
+
+* VP SDE driven by Brownian motion, eq. (4), simulated by Euler-Maruyama: nowhere differentiable,
+  quadratic variation ``int_0^1 beta = 10.05`` per coordinate whatever the grid;
+* KL diffusion, the ODE (11) with exact solution (12), ``x_t = alpha_t x_0 + sum_k b_k(t) Z_k``,
+  ``b_k(t) = int_0^t (alpha_t / alpha_s) g(s) phi_k'(s) ds`` by quadrature;
+* its approximation (16) used in training, ``x_t = alpha_t x_0 + sigma_t sum_k e_k(t) Z_k``.
+
+Paths are arrays of shape ``(P, N + 1, D)``: P paths, the grid ``t_n = n / N`` and D coordinates
+("pixels", independent).  Everything is vectorised numpy float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kl
+from .config import Config, ConfigError, require
+from .schedules import VPSchedule
+
+__all__ = [
+    "uniform_grid",
+    "vp_em_paths",
+    "kl_exact_coefficients",
+    "kl_exact_paths",
+    "kl_approx_paths",
+    "quadratic_variation",
+    "path_length",
+    "path_rank",
+    "noise_correlation_kl",
+    "noise_correlation_bm",
+    "empirical_noise_correlation",
+    "exact_variance_kept",
+    "SmoothnessConfig",
+]
+
+
+def uniform_grid(n_steps: int) -> np.ndarray:
+    """``t_n = n / N`` for n = 0..N, shape ``(N + 1,)``."""
+    if n_steps < 1:
+        raise ConfigError(f"the number of grid steps must be >= 1, got {n_steps}")
+    return np.linspace(0.0, 1.0, n_steps + 1)
+
+
+def vp_em_paths(x0: np.ndarray, n_steps: int, rng: np.random.Generator, schedule: VPSchedule | None = None) -> np.ndarray:
+    """Euler-Maruyama paths of ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW``, eq. (2)/(4).
+
+    ``x0``: shape ``(P, D)``.  Returns ``(P, N + 1, D)`` on :func:`uniform_grid`.
+    """
+    schedule = schedule or VPSchedule()
+    x0 = np.asarray(x0, dtype=np.float64)
+    t = uniform_grid(n_steps)
+    dt = 1.0 / n_steps
+    beta = schedule.beta(t[:-1])  # (N,)
+    dW = rng.standard_normal((x0.shape[0], n_steps, x0.shape[1])) * np.sqrt(dt)
+    out = np.empty((x0.shape[0], n_steps + 1, x0.shape[1]))
+    out[:, 0] = x0
+    x = x0.copy()
+    # The recursion is linear: x_{n+1} = (1 - beta_n dt / 2) x_n + sqrt(beta_n) dW_n.  A loop over time
+    # is inherent to Euler-Maruyama; each step is vectorised over paths and coordinates.
+    decay = 1.0 - 0.5 * beta * dt
+    noise = np.sqrt(beta)[None, :, None] * dW
+    for n in range(n_steps):
+        x = decay[n] * x + noise[:, n]
+        out[:, n + 1] = x
+    return out
+
+
+def kl_exact_coefficients(t: np.ndarray, d: int, schedule: VPSchedule | None = None, n_quad: int = 20000) -> np.ndarray:
+    """``b_k(t) = alpha_t int_0^t g(s) phi_k'(s) / alpha_s ds`` of eq. (12) by trapezoidal quadrature.
+
+    ``t``: times in [0, 1], shape ``(N,)``.  Returns ``(N, d)``.  By Parseval (13),
+    ``sum_k b_k(t)^2 -> sigma_t^2`` as ``d -> infinity``.
+    """
+    schedule = schedule or VPSchedule()
+    s = np.linspace(0.0, 1.0, n_quad + 1)
+    integrand = np.sqrt(schedule.beta(s))[:, None] * kl.dphi(s, np.arange(1, d + 1)) / schedule.alpha(s)[:, None]
+    ds = np.diff(s)[:, None]
+    cum = np.concatenate([np.zeros((1, d)), np.cumsum(0.5 * (integrand[1:] + integrand[:-1]) * ds, axis=0)])
+    t = np.asarray(t, dtype=np.float64)
+    cum_t = np.stack([np.interp(t, s, cum[:, k]) for k in range(d)], axis=-1)
+    return schedule.alpha(t)[:, None] * cum_t
+
+
+def kl_exact_paths(x0: np.ndarray, Z: np.ndarray, n_steps: int, schedule: VPSchedule | None = None) -> np.ndarray:
+    """Exact solution (12) of the KL ODE (11) on :func:`uniform_grid`.
+
+    ``x0``: ``(P, D)``; ``Z``: ``(P, d, D)`` standard normal, drawn once per path and shared along it.
+    Returns ``(P, N + 1, D)``.
+    """
+    schedule = schedule or VPSchedule()
+    t = uniform_grid(n_steps)
+    b = kl_exact_coefficients(t, Z.shape[1], schedule)  # (N+1, d)
+    return schedule.alpha(t)[None, :, None] * x0[:, None, :] + np.einsum("nk,pkd->pnd", b, Z)
+
+
+def kl_approx_paths(x0: np.ndarray, Z: np.ndarray, n_steps: int, schedule: VPSchedule | None = None) -> np.ndarray:
+    """Training-time approximation (16): ``x_t = alpha_t x0 + sigma_t sum_k e_k(t) Z_k``, ``e_k(0) := 0``."""
+    schedule = schedule or VPSchedule()
+    t = uniform_grid(n_steps)
+    e = np.zeros((t.size, Z.shape[1]))
+    e[1:] = kl.basis_e(t[1:], Z.shape[1])
+    coef = schedule.sigma(t)[:, None] * e
+    return schedule.alpha(t)[None, :, None] * x0[:, None, :] + np.einsum("nk,pkd->pnd", coef, Z)
+
+
+def quadratic_variation(paths: np.ndarray) -> float:
+    """Mean over paths of ``sum_n ||x_{n+1} - x_n||^2 / D``; tends to ``int beta`` for VP, to 0 for KL."""
+    inc = np.diff(paths, axis=1)
+    return float(np.mean(np.sum(inc**2, axis=1)))
+
+
+def path_length(paths: np.ndarray) -> float:
+    """Mean over paths of ``sum_n ||x_{n+1} - x_n|| / sqrt(D)``: grows like sqrt(N) for VP, converges for KL."""
+    inc = np.diff(paths, axis=1)
+    D = paths.shape[-1]
+    return float(np.mean(np.sum(np.linalg.norm(inc, axis=-1), axis=1)) / np.sqrt(D))
+
+
+def path_rank(path: np.ndarray, rtol: float = 1e-8) -> int:
+    """Numerical rank of one discretised path, an ``(N + 1, D)`` matrix: full for VP, ``<= d + 1`` for KL."""
+    s = np.linalg.svd(np.asarray(path, dtype=np.float64), compute_uv=False)
+    return int(np.sum(s > rtol * s[0]))
+
+
+def noise_correlation_kl(s, t, d: int) -> np.ndarray:
+    """``Corr(eps_s, eps_t) = sum_k e_k(s) e_k(t) / sqrt(v_d(s) v_d(t))`` of the KL noise (16)."""
+    es, et = kl.basis_e(s, d), kl.basis_e(t, d)
+    return np.sum(es * et, axis=-1) / np.sqrt(np.sum(es**2, -1) * np.sum(et**2, -1))
+
+
+def noise_correlation_bm(s, t) -> np.ndarray:
+    """``Corr(W_s / sqrt(s), W_t / sqrt(t)) = sqrt(min(s,t) / max(s,t))`` for Brownian noise."""
+    s, t = np.asarray(s, dtype=np.float64), np.asarray(t, dtype=np.float64)
+    return np.sqrt(np.minimum(s, t) / np.maximum(s, t))
+
+
+def empirical_noise_correlation(noise: np.ndarray) -> np.ndarray:
+    """Correlation matrix across time of noise samples ``(P, N, D)`` (pooled over paths and coordinates)."""
+    x = np.moveaxis(noise, 1, 0).reshape(noise.shape[1], -1)
+    return np.corrcoef(x)
+
+
+def exact_variance_kept(t, d: int, schedule: VPSchedule | None = None) -> np.ndarray:
+    """Share of the VP variance kept by the exact truncated solution, ``sum_{k<=d} b_k(t)^2 / sigma_t^2`` (spec A2)."""
+    schedule = schedule or VPSchedule()
+    t = np.asarray(t, dtype=np.float64)
+    b = kl_exact_coefficients(t, d, schedule)
+    return np.sum(b**2, axis=-1) / schedule.sigma(t) ** 2
+
+
+@dataclass(frozen=True)
+class SmoothnessConfig(Config):
+    """Parameters of the path-smoothness chapter (``notebooks/02_path_smoothness.ipynb``)."""
+
+    profile: str = "cpu"
+    n_paths: int = 8  # independent paths per process
+    n_pixels: int = 64  # coordinates per path (independent "pixels")
+    grids: tuple[int, ...] = (100, 1000, 10000)  # grid refinements N for the diagnostics
+    d_values: tuple[int, ...] = (1, 2, 8, 10)  # KL truncations compared
+    d_plot: int = 8  # truncation drawn in the path figure
+    gradient_conflict: bool = True  # run the gradient-conflict measurement (needs a small trained net)
+    gc_steps: int = 300  # training steps of the small network used for the gradient-conflict measurement
+    seed: int = 0
+
+    def check(self) -> None:
+        from .profiles import check_profile_name
+
+        check_profile_name(self.profile)
+        require(self.n_paths >= 1, f"n_paths must be >= 1, got {self.n_paths}")
+        require(self.n_pixels >= 1, f"n_pixels must be >= 1, got {self.n_pixels}")
+        require(len(self.grids) >= 1 and all(n >= 2 for n in self.grids), f"every grid size must be >= 2, got {self.grids}")
+        require(all(d >= 1 for d in self.d_values) and len(self.d_values) >= 1, f"every d must be >= 1, got {self.d_values}")
+        require(self.d_plot >= 1, f"d_plot must be >= 1, got {self.d_plot}")
+        require(self.gc_steps >= 0, f"gc_steps must be >= 0, got {self.gc_steps}")
