@@ -38,6 +38,10 @@ __all__ = [
     "covariance_kernel",
     "numerical_eigenpairs",
     "analytic_eigenpairs",
+    "compare_eigenpairs",
+    "truncation_mse",
+    "integrated_truncation_error",
+    "variance_table",
     "KLExpansionConfig",
 ]
 
@@ -232,6 +236,50 @@ def analytic_eigenpairs(kernel: str, s, n_eig: int, **params):
         )
         return lam, f / np.sqrt(norm2)[:, None]
     raise ConfigError(f"no closed form for kernel {kernel!r}; known: {', '.join(KERNELS)}")
+
+
+def compare_eigenpairs(kernel: str, n_grid: int, n_eig: int, **params) -> dict:
+    """Numerical (Nystrom) against closed-form eigenpairs of ``kernel`` on [0, 1] (Appendix B).
+
+    Returns a dict with ``k`` (1-based), both eigenvalue columns, their relative error, the
+    maximum absolute eigenfunction error per k, the grid ``s`` and both eigenfunction arrays.
+    """
+    lam_num, s, f_num = numerical_eigenpairs(kernel, n_grid, n_eig, **params)
+    lam_ana, f_ana = analytic_eigenpairs(kernel, s, n_eig, **params)
+    return {
+        "kernel": kernel,
+        "k": np.arange(1, n_eig + 1),
+        "lam_numerical": lam_num,
+        "lam_analytic": lam_ana,
+        "rel_err": np.abs(lam_num - lam_ana) / lam_ana,
+        "eigfun_err": np.max(np.abs(f_num - f_ana), axis=1),
+        "s": s,
+        "f_numerical": f_num,
+        "f_analytic": f_ana,
+    }
+
+
+def truncation_mse(t, d: int) -> np.ndarray:
+    """``E[(W_t - W^(d)_t)^2] = t - sum_{k<=d} phi_k(t)^2`` (Mercer), shape of ``t``."""
+    _check_d(d)
+    return np.asarray(t, dtype=np.float64) - np.sum(phi(t, np.arange(1, d + 1)) ** 2, axis=-1)
+
+
+def integrated_truncation_error(d: int) -> float:
+    """``int_0^1 E[(W_t - W^(d)_t)^2] dt = sum_{k>d} lambda_k = 1/2 - sum_{k<=d} lambda_k``."""
+    _check_d(d)
+    return float(0.5 - np.sum(eigenvalue(np.arange(1, d + 1))))
+
+
+def variance_table(d_max: int) -> list[dict]:
+    """Rows k = 1..d_max: ``lambda_k``, share of variance, cumulative share, ``v_k(1)`` (spec section 1, A1)."""
+    share = variance_share(d_max)
+    lam = eigenvalue(np.arange(1, d_max + 1))
+    return [
+        {"k": k, "lambda_k": float(lam[k - 1]), "share": float(share[k - 1]),
+         "cumulative_share": float(share[:k].sum()), "v_k(1)": float(v_d(1.0, k))}
+        for k in range(1, d_max + 1)
+    ]
 
 
 @dataclass(frozen=True)
