@@ -21,6 +21,11 @@ def run_cli(*args, results: Path, env_extra: dict | None = None, timeout: int = 
 @pytest.fixture(scope="session")
 def smoke_build(tmp_path_factory):
     """``kl-repro reproduce --profile smoke`` into a temporary results root and build folder."""
+    reuse = os.environ.get("KL_REPRO_TEST_BUILD")  # developer shortcut: reuse an existing smoke build
+    if reuse:
+        b = Path(reuse)
+        return {"proc": None, "results": Path(os.environ.get("KL_REPRO_RESULTS", "results")), "build": b,
+                "html": b / "book" / "_build" / "html"}
     base = tmp_path_factory.mktemp("smoke")
     results, build = base / "results", base / "build"
     proc = run_cli("reproduce", "--profile", "smoke", "--build-root", str(build), results=results)
