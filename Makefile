@@ -36,7 +36,7 @@ book: $(STAMP)
 	$(VENV)/bin/kl-repro book --profile $(PROFILE)
 
 bench: $(STAMP)
-	$(VENV)/bin/kl-repro bench
+	$(PY) -m bench
 
 clean:
 	rm -rf book/_build book/executed results/smoke
