@@ -13,6 +13,105 @@ import torch
 from .config import Config, ConfigError, require
 
 # ---------------------------------------------------------------------------------------------
+# DDIM (paper A)
+# ---------------------------------------------------------------------------------------------
+# Song, Meng & Ermon 2021 as used by paper A, eq. (23), with the KL noise aggregation (24).  The
+# sampling subsequence takes every (T/S)-th grid index: 0-based 999, 949, ..., 49 for the baseline
+# (T = 1000, S = 20) and every grid point of the KL models (T = S = 20).  Image i draws its initial
+# noise and its step noises from its own generator, seeded by (seed, i): samples do not depend on
+# the batch size.
+
+import math  # noqa: E402
+
+from .data import generator as _seeded_generator  # noqa: E402
+from .losses import DiffusionConfig, eps_predictor, make_grid  # noqa: E402
+
+
+@dataclass(frozen=True)
+class DDIMConfig(Config):
+    """DDIM settings; defaults are paper A's sampler (spec section 2.2: eta = 1, S = 20, lucidrains clipping)."""
+
+    eta: float = 1.0  # 1: DDPM-like ancestral steps (paper's FIDs); 0: deterministic DDIM
+    S: int = 20  # sampling steps (the training grid for KL models)
+    clip_x0: bool = True  # clip x0_hat to [-1, 1] and re-derive eps_hat from it (lucidrains); off for toy2d
+    init_noise: Literal["unit", "kl_variance"] = "unit"  # x_T ~ N(0, I), or variance sigma_T^2 v_d(1) (ambiguity 19)
+
+    def check(self) -> None:
+        require(self.eta >= 0, f"eta must be >= 0, got {self.eta}")
+        require(self.S >= 1, f"S (DDIM steps) must be >= 1, got {self.S}")
+
+
+def ddim_timesteps(T: int, S: int) -> list[int]:
+    """0-based grid indices ``tau_1 < ... < tau_S``, every ``T/S``-th ending at ``T - 1`` (T = 1000, S = 20: 49 .. 999)."""
+    if S > T or T % S:
+        raise ConfigError(f"DDIM needs S to divide the training grid: T={T}, S={S}")
+    return [(T // S) * (j + 1) - 1 for j in range(S)]
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float, alpha_bar_prev: float, eta: float,
+              clip_x0: bool, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step, paper A eq. (23); returns ``(x_prev, x0_hat)``.
+
+    ``x0_hat = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` (clipped and ``eps`` re-derived when
+    ``clip_x0``), ``sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev)``,
+    ``x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z``.
+    """
+    x0 = (x - math.sqrt(1.0 - alpha_bar_t) * eps) / math.sqrt(alpha_bar_t)
+    if clip_x0:
+        x0 = x0.clamp(-1.0, 1.0)
+        eps = (x - math.sqrt(alpha_bar_t) * x0) / math.sqrt(1.0 - alpha_bar_t)
+    sigma = eta * math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)) * math.sqrt(max(0.0, 1.0 - alpha_bar_t / alpha_bar_prev))
+    x_prev = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(max(0.0, 1.0 - alpha_bar_prev - sigma**2)) * eps + sigma * z
+    return x_prev, x0
+
+
+def ddim_sample(net: torch.nn.Module, diff_cfg: DiffusionConfig, ddim_cfg: DDIMConfig, n: int, seed: int,
+                batch_size: int, data_shape: tuple[int, ...], device: str | torch.device = "cpu",
+                progress: bool = False) -> torch.Tensor:
+    """Draw ``n`` samples ``(n, *data_shape)`` with DDIM (23) and the aggregated prediction (24) (float32, CPU).
+
+    Images come out in [-1, 1] when ``clip_x0`` (the last step returns ``x0_hat``).  Image ``i``'s
+    noises come from a generator seeded by ``(seed, i)``, so the result does not depend on ``batch_size``.
+    """
+    for name, v in (("n", n), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+    grid = make_grid(diff_cfg)
+    taus = ddim_timesteps(grid.T, ddim_cfg.S)
+    alpha_bar = [float(a) for a in grid.alpha_bar]
+    init_std = 1.0
+    if ddim_cfg.init_noise == "kl_variance":
+        init_std = math.sqrt((1.0 - alpha_bar[-1]) * float((grid.E[-1] ** 2).sum()))
+    eps_hat = eps_predictor(net, diff_cfg)
+    shape = tuple(int(s) for s in data_shape)
+    out = torch.empty((n, *shape), dtype=torch.float32)
+    was_training = net.training
+    net.eval()
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n * len(taus), desc="DDIM", unit="step", disable=not progress, leave=False)
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                gens = [_seeded_generator("ddim", seed, i) for i in range(start, stop)]
+                draw = lambda: torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)  # noqa: E731
+                x = draw() * init_std
+                for j in reversed(range(len(taus))):
+                    ab_t = alpha_bar[taus[j]]
+                    ab_prev = alpha_bar[taus[j - 1]] if j > 0 else 1.0
+                    eps = eps_hat(x, taus[j])
+                    z = draw() if j > 0 else torch.zeros_like(x)
+                    x, _ = ddim_step(x, eps, ab_t, ab_prev, ddim_cfg.eta, ddim_cfg.clip_x0, z)
+                    bar.update(stop - start)
+                out[start:stop] = x.float().cpu()
+        bar.close()
+    finally:
+        net.train(was_training)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Predictor-corrector (paper B baseline, Song et al. 2021)
 # ---------------------------------------------------------------------------------------------
 # score_sde's loop: x ~ prior; for t in linspace(T, eps, N): corrector, then predictor; return the
