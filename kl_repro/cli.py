@@ -55,6 +55,28 @@ def cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fid(args: argparse.Namespace) -> int:
+    """Sample quality of a trained run: FID (or FD_clf for digits), KID, IS where available; stored in the run folder."""
+    from .metrics import EvalConfig, evaluate_run
+
+    cfg = EvalConfig(num_samples=args.num_samples, extractor=args.extractor, ref_images=args.ref_images,
+                     seed=args.seed, batch_size=args.batch_size, device=args.device)
+    print(evaluate_run(args.run_dir, cfg=cfg, progress=True, force=args.force))
+    return 0
+
+
+def cmd_fid_ref(args: argparse.Namespace) -> int:
+    """Compute (or find cached) the reference statistics of a data set's real images."""
+    from .metrics import ReferenceConfig, default_extractor, reference_stats
+
+    ref = ReferenceConfig(dataset=args.dataset, split=args.split, resolution=args.resolution,
+                          num_images=args.num_images, root=args.root)
+    extractor = args.extractor or default_extractor(ref.dataset)
+    stats = reference_stats(ref, extractor, batch_size=args.batch_size, device=args.device, progress=True)
+    print(f"{stats.description}; {stats.features.shape[1]}-d features of {extractor}\n{stats.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kl-repro",
@@ -77,6 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default="cpu", help="smoke | cpu (default) | mnist | paper")
     s.add_argument("--build-root", help="folder that receives book/ (default: the repository)")
     s.set_defaults(func=cmd_book)
+
+    s = sub.add_parser("fid", help="FID / FD_clf (+ KID, IS) of a trained run's EMA model, stored in RUN_DIR/eval/",
+                       description="Samples with the run's DDIM settings (per-image seeds) and compares with the cached "
+                       "statistics of the first --ref-images training images. Default extractor: clf for digits, "
+                       "inception-v3-compat otherwise.")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holds config.json and checkpoints/)")
+    s.add_argument("--num-samples", type=int, default=50_000, help="generated images (default 50000, the papers')")
+    s.add_argument("--extractor", help="inception-v3-compat | clf | tiny (default: by data set)")
+    s.add_argument("--ref-images", type=int, help="first N real training images (default: the whole split)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    s.add_argument("--batch-size", type=int, default=100, help="images per sampler/extractor call (default 100)")
+    s.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    s.add_argument("--force", action="store_true", help="recompute even if a stored result matches")
+    s.set_defaults(func=cmd_fid)
+
+    s = sub.add_parser("fid-ref", help="reference statistics of a data set's real images (cached by content)",
+                       description="The first --num-images images of --split, unaugmented, in file order.")
+    s.add_argument("dataset", metavar="DATASET", help="digits | mnist | cifar10 | celebahq")
+    s.add_argument("--split", default="train", help="train (default) | test | all")
+    s.add_argument("--num-images", type=int, help="first N images (default: the whole split)")
+    s.add_argument("--resolution", type=int, help="image size (default: the data set's)")
+    s.add_argument("--root", help="data folder (default: $KL_REPRO_DATA or ./data)")
+    s.add_argument("--extractor", help="inception-v3-compat | clf | tiny (default: clf for digits, else inception)")
+    s.add_argument("--batch-size", type=int, default=100, help="images per extractor call (default 100)")
+    s.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    s.set_defaults(func=cmd_fid_ref)
 
     return p
 

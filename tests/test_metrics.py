@@ -345,7 +345,11 @@ def test_default_extractors():
 
 # --- training hook and evaluate_run on a tiny trained model --------------------------------------
 
-@pytest.fixture()
+EVAL = M.EvalConfig(num_samples=24, extractor="tiny", ref_images=200, batch_size=10, sample_block=16,
+                    kid_subsets=4, kid_subset_size=12)
+
+
+@pytest.fixture(scope="module")
 def tiny_run_cfg():
     from kl_repro.train import TrainNotebookConfig
 
@@ -354,15 +358,27 @@ def tiny_run_cfg():
                                eval_every=2, n_grid_samples=0).run_config()
 
 
-EVAL = M.EvalConfig(num_samples=24, extractor="tiny", ref_images=200, batch_size=10, sample_block=16,
-                    kid_subsets=4, kid_subset_size=12)
+@pytest.fixture(scope="module")
+def tiny_run(tiny_run_cfg, tmp_path_factory):
+    """A 4-step run on digits trained once for this module, with the proxy hook at steps 2 and 4."""
+    import os
 
-
-def test_proxy_hook_logs_metrics_and_matches_evaluate_run(tiny_run_cfg, tmp_path, monkeypatch):
     from kl_repro.train import train
 
-    hook = M.proxy_hook(EVAL, data=tiny_run_cfg.data)
-    run = train(tiny_run_cfg, tmp_path / "runs", hooks=[hook], progress=False)
+    base = tmp_path_factory.mktemp("tiny_run")
+    old = os.environ.get("KL_REPRO_RESULTS")
+    os.environ["KL_REPRO_RESULTS"] = str(base / "results")
+    try:
+        return train(tiny_run_cfg, base / "runs", hooks=[M.proxy_hook(EVAL, data=tiny_run_cfg.data)], progress=False)
+    finally:
+        if old is None:
+            del os.environ["KL_REPRO_RESULTS"]
+        else:
+            os.environ["KL_REPRO_RESULTS"] = old
+
+
+def test_proxy_hook_logs_metrics_and_matches_evaluate_run(tiny_run, monkeypatch):
+    run = tiny_run
     rows = run.metrics("eval")
     assert [r["step"] for r in rows] == [2, 4]
     for r in rows:
@@ -399,3 +415,22 @@ def test_eval_config_and_hook_reject_bad_input(tiny_run_cfg, tmp_path):
         M.proxy_hook(EVAL, data=tiny_run_cfg.data.replace(name="toy2d", resolution=None))
     with pytest.raises(ConfigError, match="not a run folder"):
         M.evaluate_run(tmp_path, cfg=EVAL)
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def test_cli_fid_ref_and_fid(tiny_run, tmp_path, capsys):
+    from kl_repro.cli import main
+
+    assert main(["fid-ref", "digits", "--extractor", "tiny", "--num-images", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "first 120 train images of digits (8x8)" in out and "96-d features of tiny" in out
+    assert main(["fid-ref", "toy2d"]) == 2
+    assert "not images" in capsys.readouterr().err
+    assert main(["fid-ref", "digits", "--extractor", "nope"]) == 2
+    assert "unknown feature extractor" in capsys.readouterr().err
+    assert main(["fid", str(tmp_path / "missing"), "--extractor", "tiny"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["fid", str(tiny_run.dir), "--num-samples", "20", "--extractor", "tiny", "--ref-images", "100"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("FD_tiny ") and "20 samples, DDIM eta=1 S=4, seed 0" in out
