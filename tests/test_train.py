@@ -1,0 +1,355 @@
+"""Training runs of paper A: bit-identical resume, checkpoint integrity, bad input, fine-tuning, CLI, a 500-step digits run."""
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from kl_repro.config import ConfigError, from_dict, to_dict
+from kl_repro.data import DataConfig, load_images
+from kl_repro.losses import DiffusionConfig, eps_predictor, make_grid
+from kl_repro.nets import NetConfig
+from kl_repro.runs import (CheckpointError, Run, RunConfig, TrainConfig, build_model, init_from_baseline, load_run_config,
+                           run_name, verify_checkpoint)
+from kl_repro.samplers import DDIMConfig
+from kl_repro.train import TrainNotebookConfig, TrainingDiverged, batch_indices, resolve_mixed_precision, train
+
+TINY = NetConfig(dim=8, dim_mults=(1, 2), attn_heads=1, attn_dim_head=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread, and do not fight other processes for the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(model="kl", steps=8, net=TINY, **train_kw):
+    kw = dict(steps=steps, B=8, checkpoint_every=3, sample_every=0, n_grid_samples=0, eval_every=1, threads=1)
+    kw.update(train_kw)
+    return RunConfig(data=DataConfig(name="digits", subset=64), net=net,
+                     diffusion=DiffusionConfig(model=model, d=None if model == "baseline" else 2),
+                     train=TrainConfig(**kw))
+
+
+def final_state(run):
+    path, payload = run.latest_checkpoint()
+    return payload
+
+
+def assert_same_weights(a, b):
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
+    assert a["step"] == b["step"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(n):
+    def hook(step, model_ema, run):
+        if step == n:
+            raise Interrupt
+    return hook
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted tiny KL run (8 steps, checkpoints at 3, 6, 8)."""
+    return train(tiny(), tmp_path_factory.mktemp("ref"), progress=False)
+
+
+def test_kill_after_step_n_and_restart_is_bit_identical(reference_run, tmp_path):
+    cfg = tiny()
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path, hooks=[interrupt_at(5)], progress=False)
+    run = Run(tmp_path / run_name(cfg), cfg)
+    assert not run.finished and [p.name for p in run.checkpoints()] == ["step-00000003.pt"]
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3, 4, 5]
+    run = train(cfg, tmp_path, progress=False)  # resumes from step 3
+    assert run.finished and run.info()["resumed_from_step"] == 3
+    assert_same_weights(final_state(run), final_state(reference_run))
+    rows, ref_rows = run.metrics(), reference_run.metrics()
+    assert [r["step"] for r in rows] == list(range(1, 9))  # the lines of steps 4-5 from before the kill were dropped
+    assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["step_time_s"] > 0 and r["peak_mem_mb"] > 0 and np.isfinite(r["grad_norm"])
+
+
+def test_finished_run_is_reused_without_training(reference_run, monkeypatch):
+    import kl_repro.train as T
+
+    monkeypatch.setattr(T, "_train", lambda *a, **k: pytest.fail("a finished run must not train again"))
+    again = train(reference_run.config, reference_run.dir.parent, progress=False)
+    assert again.dir == reference_run.dir and again.finished
+
+
+def test_truncated_last_checkpoint_falls_back_to_the_previous(reference_run, tmp_path, capsys):
+    folder = tmp_path / reference_run.name
+    shutil.copytree(reference_run.dir, folder)
+    (folder / "finished.json").unlink()
+    last = folder / "checkpoints" / "step-00000008.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    run = train(reference_run.config, tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert "skipping bad checkpoint" in out and "step-00000008.pt" in out and "truncated" in out
+    assert (folder / "checkpoints" / "step-00000008.pt.bad").exists()
+    assert run.info()["resumed_from_step"] == 6
+    assert_same_weights(final_state(run), final_state(reference_run))
+
+
+def test_altered_or_foreign_checkpoints_are_detected(reference_run, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(reference_run.dir, folder)
+    path = folder / "checkpoints" / "step-00000006.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        verify_checkpoint(path, reference_run.hash)
+    with pytest.raises(CheckpointError, match="written for config"):
+        verify_checkpoint(folder / "checkpoints" / "step-00000008.pt", "0123456789")
+    (folder / "checkpoints" / "step-00000008.pt.sha256").unlink()
+    with pytest.raises(CheckpointError, match="did not complete"):
+        verify_checkpoint(folder / "checkpoints" / "step-00000008.pt", reference_run.hash)
+    assert len(reference_run.checkpoints()) == 3  # keep_checkpoints = 3: steps 3, 6, 8
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    import kl_repro.train as T
+
+    real = T.build_loss
+
+    def poisoned(cfg):
+        loss_fn, calls = real(cfg), [0]
+
+        def f(net, x0, g, t_index=None):
+            calls[0] += 1
+            loss, info = loss_fn(net, x0, g, t_index)
+            return (loss * float("nan") if calls[0] == 4 else loss), info
+        return f
+
+    monkeypatch.setattr(T, "build_loss", poisoned)
+    cfg = tiny(steps=6)
+    with pytest.raises(TrainingDiverged, match=r"step 4.*step-00000003\.pt"):
+        train(cfg, tmp_path, progress=False)
+    run = Run(tmp_path / run_name(cfg), cfg)
+    assert not run.finished and run.latest_checkpoint()[1]["step"] == 3
+
+
+def test_hooks_are_called_every_eval_every_and_logged(tmp_path):
+    seen = []
+
+    def probe(step, model_ema, run):
+        seen.append(step)
+        assert not model_ema.training
+        return {"probe": step * 2.0}
+
+    run = train(tiny(steps=5, eval_every=2, sample_every=2, n_grid_samples=4), tmp_path, hooks=[probe], progress=False)
+    assert seen == [2, 4, 5]
+    assert [(r["step"], r["probe"], r["hook"]) for r in run.metrics("eval")] == [(2, 4.0, "probe"), (4, 8.0, "probe"), (5, 10.0, "probe")]
+    grids = run.metrics("samples")
+    assert [r["step"] for r in grids] == [2, 4, 5] and all((run.dir / r["path"]).is_file() for r in grids)
+    info = run.info()
+    assert info["mixed_precision"] == "no" and info["device"] == "cpu" and info["n_params"] > 0
+    x = run.sample(3, seed=1)
+    assert x.shape == (3, 1, 8, 8) and float(x.abs().max()) <= 1.0
+    assert torch.allclose(x, run.sample(3, seed=1, batch_size=1), atol=1e-5)
+
+
+def test_batch_indices_are_epochs_of_permutations():
+    N, B = 10, 4
+    stream = torch.cat([batch_indices(s, B, N, seed=0) for s in range(1, 6)])  # 20 draws = 2 epochs
+    assert sorted(stream[:10].tolist()) == list(range(10)) and sorted(stream[10:].tolist()) == list(range(10))
+    assert torch.equal(batch_indices(3, B, N, 0), batch_indices(3, B, N, 0))
+    assert not torch.equal(batch_indices(1, B, N, 0), batch_indices(1, B, N, 1))
+
+
+def test_run_names_and_hash():
+    cfg = tiny()
+    name = run_name(cfg)
+    assert name.startswith("digits-kl-2d-b8-s0-") and len(name.split("-")[-1]) == 10
+    assert run_name(cfg.replace(data=cfg.data.replace(root="/elsewhere"))) == name  # the data location is not the run
+    assert run_name(cfg.replace(train=cfg.train.replace(threads=2))) == name
+    assert run_name(cfg.replace(train=cfg.train.replace(lr=2e-4))) != name
+    assert run_name(cfg.replace(label="mine")).startswith("mine-")
+    assert from_dict(RunConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+@pytest.mark.parametrize("build,msg", [
+    (lambda: DiffusionConfig(model="kl_partial", d=4, d_prime=6), "d_prime"),
+    (lambda: DiffusionConfig(model="kl", d=0), "d "),
+    (lambda: DataConfig(name="svhn"), "name"),
+    (lambda: RunConfig(net=NetConfig(channels=3)), "channel"),
+    (lambda: RunConfig(data=DataConfig(name="toy2d")), "mlp"),
+    (lambda: RunConfig(sampler=DDIMConfig(S=15)), "divide"),
+    (lambda: TrainConfig(B=16, grad_accum=3), "grad_accum"),
+    (lambda: RunConfig(diffusion=DiffusionConfig(model="baseline"), init_from="x"), "baseline"),
+    (lambda: RunConfig(init_from="x"), "learned_zero_init"),
+    (lambda: RunConfig(label="a b"), "label"),
+    (lambda: from_dict(RunConfig, {"train": {"step": 10}}), "unknown key"),
+    (lambda: from_dict(RunConfig, {"optimiser": {}}), "unknown key"),
+])
+def test_bad_input_is_refused_before_training(build, msg):
+    with pytest.raises(ConfigError, match=msg):
+        build()
+
+
+def test_missing_data_without_network_is_refused(tmp_path):
+    cfg = RunConfig(data=DataConfig(name="mnist", root=str(tmp_path / "empty")), net=TINY.replace(dim_mults=(1,)),
+                    train=TrainConfig(steps=2))
+    with pytest.raises(ConfigError, match="MNIST/raw"):
+        train(cfg, tmp_path / "runs", progress=False)
+    assert not list((tmp_path / "runs").glob("*/checkpoints/*"))
+
+
+def test_mixed_precision_resolution():
+    assert resolve_mixed_precision("auto", "cuda") == "fp16" and resolve_mixed_precision("auto", "cpu") == "no"
+    assert resolve_mixed_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ConfigError, match="CUDA"):
+        resolve_mixed_precision("fp16", "cpu")
+
+
+def test_bf16_on_cpu_trains(tmp_path):
+    run = train(tiny(steps=2, mixed_precision="bf16", eval_every=0), tmp_path, progress=False)
+    assert run.info()["mixed_precision"] == "bf16" and np.isfinite(run.metrics()[-1]["loss"])
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+    return train(tiny("baseline", steps=3, eval_every=0), tmp_path_factory.mktemp("base"), progress=False)
+
+
+@pytest.mark.parametrize("model,correction,variant", [
+    ("kl", "split", "basis"), ("kl", "first_term", "basis"), ("kl_star", "split", "basis"), ("kl_star", "split", "sum"),
+    ("kl_partial", "split", "basis")])
+def test_finetuned_model_equals_the_baseline_at_step_0(baseline_run, model, correction, variant):
+    d = 4
+    net = TINY.replace(k_cond="learned_zero_init") if model != "kl_star" else TINY
+    diff = DiffusionConfig(model=model, d=d, d_prime=2 if model == "kl_partial" else None, kl_star_variant=variant)
+    cfg = RunConfig(data=baseline_run.config.data, net=net, diffusion=diff, train=baseline_run.config.train,
+                    init_from=str(baseline_run.dir), finetune_correction=correction)
+    model_ft = build_model(cfg)
+    init_from_baseline(model_ft, cfg)
+    base = baseline_run.load_model()
+    torch.manual_seed(0)
+    x = torch.randn(5, 1, 8, 8)
+    eps_ft = eps_predictor(model_ft, diff)
+    with torch.no_grad():
+        for i in range(20):  # KL grid point i (t = (i+1)/20) <-> baseline step 50 (i + 1) - 1
+            ref = base(x, torch.full((5,), 50.0 * (i + 1) - 1))
+            assert torch.allclose(eps_ft(x, i), ref, atol=1e-5), f"grid index {i}"
+    if model == "kl" and correction == "split":  # term k carries e_k^2 / v_d of the prediction
+        E = make_grid(diff).E
+        with torch.no_grad():
+            one = model_ft(x, torch.full((5,), 999.0), torch.full((5,), 1))
+        assert torch.allclose(one, ref * float(E[19, 1] ** 2 / (E[19] ** 2).sum()), atol=1e-5)
+
+
+def test_finetuning_run_trains_from_the_baseline(baseline_run, tmp_path):
+    cfg = RunConfig(data=baseline_run.config.data, net=TINY.replace(k_cond="learned_zero_init"),
+                    diffusion=DiffusionConfig(model="kl", d=2), train=tiny().train.replace(steps=2, eval_every=0),
+                    init_from=str(baseline_run.dir))
+    run = train(cfg, tmp_path, progress=False)
+    assert run.finished and run.name.startswith("digits-kl-2d-b8-s0-ft-")
+    assert "gate" not in dict(run.load_model().named_parameters())
+    with pytest.raises(ConfigError, match="not a run folder"):
+        train(cfg.replace(init_from=str(tmp_path / "nope")), tmp_path / "other", progress=False)
+    assert not (tmp_path / "other").exists()  # refused before a run folder is made
+    kl_run = RunConfig(**{**cfg.__dict__, "init_from": str(run.dir)})  # a KL run is no base for fine-tuning
+    with pytest.raises(ConfigError, match="finished baseline"):
+        train(kl_run, tmp_path / "other", progress=False)
+
+
+def test_notebook_parameters_map_onto_a_run_config():
+    nb = TrainNotebookConfig(profile="smoke", dataset="digits", model="kl_partial", d=6, d_prime=2, B=4, steps=3,
+                             dim=8, dim_mults=(1, 2), ddim_S=10)
+    cfg = nb.run_config()
+    assert (cfg.diffusion.d, cfg.diffusion.d_prime, cfg.diffusion.T, cfg.sampler.S) == (6, 2, 20, 10)
+    assert cfg.net.dim == 8 and cfg.train.B == 4 and cfg.data.name == "digits"
+    toy = TrainNotebookConfig(dataset="toy2d", model="baseline").run_config()
+    assert toy.net.kind == "mlp" and not toy.sampler.clip_x0
+    with pytest.raises(ConfigError, match="profile"):
+        TrainNotebookConfig(profile="huge")
+
+
+def test_config_file_and_overrides(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text('[data]\nname = "digits"\nsubset = 64\n[diffusion]\nmodel = "kl"\nd = 3\n[train]\nsteps = 5\n')
+    cfg = load_run_config(f, ["train.B=4", "net.dim=8", "net.dim_mults=[1, 2]", "label=demo"])
+    assert (cfg.diffusion.d, cfg.train.steps, cfg.train.B, cfg.net.dim_mults, cfg.label) == (3, 5, 4, (1, 2), "demo")
+    f.write_text('[train]\nsteps = 5\nlearning_rate = 0.1\n')
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_run_config(f)
+
+
+def test_cli_train_and_sample(tmp_path, capsys):
+    from kl_repro.cli import main
+
+    f = tmp_path / "run.json"
+    f.write_text(json.dumps({"data": {"name": "digits", "subset": 32}, "net": {"dim": 8, "dim_mults": [1, 2], "attn_heads": 1,
+                                                                             "attn_dim_head": 8},
+                             "diffusion": {"model": "kl", "d": 2},
+                             "train": {"steps": 2, "B": 4, "sample_every": 0, "n_grid_samples": 0, "threads": 1}}))
+    assert main(["train", "--config", str(f), "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert main(["sample", str(run_dir), "--n", "5", "--batch-size", "2", "--eta", "0", "--out", str(tmp_path / "s.npz")]) == 0
+    arr = np.load(tmp_path / "s.npz")["arr_0"]
+    assert arr.shape == (5, 8, 8, 1) and arr.dtype == np.uint8
+    assert main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["train", "--config", str(f), "--set", "train.stepz=3", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "stepz" in capsys.readouterr().err
+
+
+def _pixel_fd(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two sets of flattened images."""
+    from scipy import linalg
+
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real))
+
+
+@pytest.mark.slow
+def test_500_cpu_steps_on_digits_learn_digits(tmp_path):
+    """Baseline (7) on digits: the loss falls well under its start and samples are far closer to digits than noise is."""
+    cfg = RunConfig(data=DataConfig(name="digits"), net=NetConfig(dim=16, dim_mults=(1, 2), attn_heads=1, attn_dim_head=16),
+                    diffusion=DiffusionConfig(model="baseline"),
+                    train=TrainConfig(steps=500, B=32, lr=1e-3, checkpoint_every=500, sample_every=0, n_grid_samples=0,
+                                      threads=1))  # lr 10x the paper's so that 500 steps suffice
+    run = train(cfg, tmp_path, progress=False)
+    loss = np.array([r["loss"] for r in run.metrics()])
+    assert loss[-50:].mean() < 0.4 * loss[:20].mean()
+    x, _ = load_images(DataConfig(name="digits", split="train"))
+    real = x.numpy() / 255.0
+    samples = ((run.sample(200, seed=0, batch_size=200).numpy() + 1) / 2).clip(0, 1)
+    rng = np.random.default_rng(0)
+    null_blob = np.clip(real.mean(0, keepdims=True) + 0.2 * rng.standard_normal((200, 1, 8, 8)), 0, 1)  # mean digit + noise
+    null_noise = rng.random((200, 1, 8, 8))
+    fd = _pixel_fd(samples, real)
+    assert fd < 0.6 * _pixel_fd(null_blob, real) and fd < 0.2 * _pixel_fd(null_noise, real)
+    assert abs(samples.mean() - real.mean()) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["baseline", "kl"])
+def test_smoke_profile_trains_in_under_two_minutes(model, tmp_path, monkeypatch):
+    from kl_repro.profiles import notebook_parameters
+    from kl_repro.train import run_from_notebook_params
+
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
+    params = notebook_parameters("smoke", "03_train")
+    params["model"] = model
+    t0 = time.perf_counter()
+    run = run_from_notebook_params(progress=False, **params)
+    assert time.perf_counter() - t0 < 120 and run.finished
+    assert run.dir.parent == tmp_path / "smoke" / "runs"
