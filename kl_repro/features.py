@@ -58,13 +58,14 @@ def to_uint8_rgb(batch):
     if batch.dtype != torch.uint8:
         require(batch.is_floating_point(), f"images must be float in [-1, 1] or uint8, got dtype {batch.dtype}")
         if batch.numel():
-            lo, hi = float(batch.min()), float(batch.max())
-            require(
-                np.isfinite(lo) and np.isfinite(hi) and lo >= -1 - _FLOAT_SLACK and hi <= 1 + _FLOAT_SLACK,
-                f"float images must lie in [-1, 1], got range [{lo:.4g}, {hi:.4g}]; clip them first (x.clamp(-1, 1))",
-            )
+            _check_range(float(batch.min()), float(batch.max()))
         batch = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return batch.expand(-1, 3, -1, -1).contiguous() if batch.shape[1] == 1 else batch
+
+
+def _check_range(lo: float, hi: float) -> None:
+    require(np.isfinite(lo) and np.isfinite(hi) and lo >= -1 - _FLOAT_SLACK and hi <= 1 + _FLOAT_SLACK,
+            f"float images must lie in [-1, 1], got range [{lo:.4g}, {hi:.4g}]; clip them first (x.clamp(-1, 1))")
 
 
 def iter_batches(images, num_samples: int | None = None, batch_size: int = 100) -> Iterator:
@@ -85,6 +86,8 @@ def iter_batches(images, num_samples: int | None = None, batch_size: int = 100) 
         n = len(images) if num_samples is None else num_samples
         require(n <= len(images), f"asked for {n} images, the tensor holds {len(images)}")
         to_uint8_rgb(images[:1])  # shape, channels, dtype
+        if n and images.dtype not in (torch.uint8, np.uint8):  # the value range of all of them
+            _check_range(float(images[:n].min()), float(images[:n].max()))
         return (to_uint8_rgb(images[s: min(s + batch_size, n)]) for s in range(0, n, batch_size))
     if callable(images):
         require(num_samples is not None, "a sampling function fn(start, size) needs num_samples")

@@ -26,7 +26,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
@@ -161,6 +161,7 @@ def kernel_distance(features1, features2, cfg: KIDConfig = KIDConfig()) -> dict[
     return {"mean": float(vals.mean()), "std": float(vals.std()), "subset_size": size}
 
 
+# --- reference statistics ------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ReferenceConfig(Config):
@@ -370,7 +371,7 @@ class EvalConfig(Config):
 
     num_samples: int = 50_000  # generated images (paper A sec. 4.3, paper B Table 1)
     extractor: str | None = None  # None: default_extractor(dataset): clf for digits, inception-v3-compat otherwise
-    ref_split: str = "train"  # real statistics from this split (paper B: the training set)
+    ref_split: Literal["train", "test", "all"] = "train"  # real statistics from this split (paper B: the training set)
     ref_images: int | None = None  # its first N images in file order (None: all; capped at the split's size)
     seed: int = 0  # image i of block 0 uses DDIM seed (seed, i); see sample_block
     batch_size: int = 100  # images per sampler and extractor call

@@ -434,3 +434,19 @@ def test_cli_fid_ref_and_fid(tiny_run, tmp_path, capsys):
     assert main(["fid", str(tiny_run.dir), "--num-samples", "20", "--extractor", "tiny", "--ref-images", "100"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("FD_tiny ") and "20 samples, DDIM eta=1 S=4, seed 0" in out
+
+
+def test_bad_images_are_refused_before_reference_statistics(digits):
+    x, _ = digits
+    calls = []
+    M.register_extractor("tiny-count2", lambda ref, device: F.FeatureExtractor(
+        "tiny-count2", lambda b: calls.append(1) or {"features": b.float().flatten(1)[:, :4]}, {"name": "c2"}, "FD_c", "KD_c"),
+        overwrite=True)
+    bad = x[:40].clone()
+    bad[-1] *= 3  # only the last image is out of range
+    with pytest.raises(ConfigError, match=r"\[-1, 1\]"):
+        M.evaluate_images(bad, M.ReferenceConfig("digits", num_images=50), sampler="s", extractor="tiny-count2")
+    with pytest.raises(ConfigError, match="num_samples"):
+        M.evaluate_images(lambda s, n: x[s: s + n], M.ReferenceConfig("digits", num_images=50), sampler="s",
+                          extractor="tiny-count2")
+    assert calls == []  # nothing was extracted
