@@ -1,0 +1,288 @@
+"""Kernel gEDMD against closed-form answers: checks T1-T6 of fp_paper_spec.md section 9."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg as sla
+import torch
+from numpy.polynomial.hermite_e import hermeval
+from scipy.ndimage import gaussian_filter
+from scipy.stats import norm
+
+from kl_repro import gedmd, kernels
+from kl_repro.config import ConfigError
+from kl_repro.fpsampler import coefficients, drift_at, mode_weights, prior_log_mass
+from kl_repro.sde import VESDE, VPSDE, GaussianMixture, MixtureScore
+
+
+def he(n, x):
+    c = np.zeros(n + 1)
+    c[n] = 1.0
+    return hermeval(x, c)
+
+
+@pytest.fixture(scope="module")
+def ou():
+    """dX = -X dt + sqrt(2) dW with x_m ~ N(0, 1), M = 500, zeta = 1 (spec T1 setup)."""
+    X = np.random.default_rng(0).standard_normal((500, 1))
+    return X, gedmd.fit(X, -X, 2.0, 1.0)
+
+
+# ---------------------------------------------------------------- T1: OU spectrum
+
+
+def test_t1_ou_spectrum(ou):
+    lam = ou[1].lam.real
+    assert abs(lam[0]) < 0.01
+    assert abs(lam[1] + 1) < 0.03
+    assert abs(lam[2] + 2) < 0.08
+    assert abs(lam[3] + 3) < 0.3
+    assert ou[1].info["r"] < 100  # the truncation removed G0's numerical null space
+
+
+def test_t1_tikhonov_alone_gives_spurious_top_eigenvalues():
+    X = np.random.default_rng(0).standard_normal((300, 1))
+    G0, K = gedmd.gram_generator(X, -X, 2.0, 1.0)
+    lam, *_ = gedmd.solve(G0, K, regularisation="tikhonov", tikhonov=1e-6, n_keep=5)
+    assert np.all(np.abs(lam[:5]) < 1e-6)  # spurious near-zero values crowd the top: why truncation exists
+
+
+def test_t1_d3s_ou_example():
+    """d3s kgedmdTest OU setting (alpha = 1, beta = 4, M = 1000 uniform on [-2, 2], zeta = 0.5): r = 22, lam ~ -n."""
+    X = np.random.default_rng(1).uniform(-2, 2, (1000, 1))
+    res = gedmd.fit(X, -X, 0.5, 0.5)
+    assert 15 <= res.info["r"] <= 30
+    np.testing.assert_allclose(res.lam[:5].real, [0, -1, -2, -3, -4], atol=0.06)
+
+
+# ---------------------------------------------------------------- T2: Koopman eigenfunctions
+
+
+def test_t2_koopman_eigenfunctions_are_hermite(ou):
+    X, res = ou
+    psi = res.koopman(X, 4).real
+    for n in (1, 2):
+        assert abs(np.corrcoef(psi[:, n], he(n, X[:, 0]))[0, 1]) > 0.995
+
+
+# ---------------------------------------------------------------- T3: FP eigen-densities
+
+
+def test_t3_fp_eigendensities_are_smoothed_hermite_functions(ou):
+    _, res = ou
+    xs = np.linspace(-7, 7, 1401)[:, None]
+    rho = res.density(xs, 3).real
+    s = math.sqrt(2.0)  # sigma^2 = 1 + zeta^2
+    errs = []
+    for n in range(3):
+        target = s**-n * he(n, xs[:, 0] / s) * norm.pdf(xs[:, 0], scale=s)
+        alpha = (rho[:, n] @ target) / (rho[:, n] @ rho[:, n])
+        errs.append(np.abs(alpha * rho[:, n] - target).sum() / np.abs(target).sum())
+    assert errs[0] < 0.01 and errs[1] < 0.01 and errs[2] < 0.05, errs
+
+
+def test_t3_density_zero_has_the_stationary_mass(ou):
+    """rho_0 integrates to (a multiple of) one and is positive: the smoothed stationary density N(0, 1 + zeta^2)."""
+    _, res = ou
+    xs = np.linspace(-8, 8, 1601)[:, None]
+    rho0 = res.density(xs, 1)[:, 0].real
+    assert rho0.min() > -1e-3 * rho0.max()
+
+
+# ---------------------------------------------------------------- T4: density propagation
+
+
+def _propagate(res, Y, tau, L, coeffs, sign, literal_index=False):
+    U, V = (res.V, res.U) if literal_index else (res.U, res.V)
+    log_s, _ = prior_log_mass(res.X, Y, res.zeta)
+    c = coefficients(U[:, :L], V[:, :L], res.pairing[:L], log_s, coeffs)
+    w = mode_weights(res.lam[:L], U[:, :L], c, tau, sign)
+    xs = np.linspace(-6, 7, 1301)[:, None]
+    dens = kernels.gram(xs, res.X, res.zeta) @ w
+    return xs[:, 0], dens / (dens.sum() * (xs[1, 0] - xs[0, 0]))
+
+
+def _l1_to_exact(xs, dens, tau, zeta=1.0):
+    var = 0.25 * math.exp(-2 * tau) + 1 - math.exp(-2 * tau) + zeta**2
+    exact = norm.pdf(xs, loc=1.5 * math.exp(-tau), scale=math.sqrt(var))
+    return float(np.abs(dens - exact).sum() * (xs[1] - xs[0]))
+
+
+def test_t4_biorthogonal_propagation_matches_exact_density():
+    X = np.random.default_rng(2).standard_normal((500, 1))
+    res = gedmd.fit(X, -X, 2.0, 1.0, n_keep=8)
+    Y = np.random.default_rng(3).normal(1.5, 0.5, (4000, 1))
+    for tau in (0.5, 1.0):
+        xs, dens = _propagate(res, Y, tau, 5, "biorthogonal", "plus")
+        assert _l1_to_exact(xs, dens, tau) < 0.02
+    # the paper's rules do not propagate the density (recorded in the spec; here only their ordering)
+    xs, paper = _propagate(res, Y, 0.5, 5, "paper", "minus")
+    xs, literal = _propagate(res, Y, 0.5, 5, "paper", "minus", literal_index=True)
+    assert _l1_to_exact(xs, paper, 0.5) > 0.1
+    assert _l1_to_exact(xs, literal, 0.5) > 0.5
+
+
+# ---------------------------------------------------------------- T5: frozen reverse SDE
+
+
+GMM = GaussianMixture()  # means (-2,0), (2,0), (0,2); weights (0.5, 0.3, 0.2); std 0.3
+
+
+def _ve_t_of_sigma(sde, s):
+    return math.log(s / sde.sigma_min) / math.log(sde.sigma_max / sde.sigma_min)
+
+
+def _frozen_fit(sde, t_star, M=1000, zeta=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0, _ = GMM.sample(M, g)
+    mean, std = sde.marginal(x0, t_star)
+    X = mean + std * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    B, a = drift_at(MixtureScore(GMM, sde), sde, X, t_star)
+    return gedmd.fit(X.numpy(), B, a, zeta, n_keep=6), a
+
+
+def _grid_l1(res, sde, t_star, zeta=0.5, n=121, lim=5.0):
+    xs = np.linspace(-lim, lim, n)
+    G = np.stack(np.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
+    rho = res.density(G, 1)[:, 0].real
+    p = np.exp(GMM.log_prob(torch.from_numpy(G), t_star, sde).numpy())
+    h = xs[1] - xs[0]
+
+    def smooth(f):
+        return gaussian_filter(f.reshape(n, n), zeta / h, mode="constant", truncate=6.0).ravel()
+
+    def l1(f, g):
+        return float(np.abs(f / f.sum() - g / g.sum()).sum())
+
+    extra = np.exp((G**2).sum(1) / 2) if sde.kind == "vp" else 1.0
+    return l1(rho, smooth(p**2 * extra)), l1(rho, smooth(p))
+
+
+@pytest.mark.slow
+def test_t5_ve_stationary_density_is_p_squared():
+    sde = VESDE()
+    res, _ = _frozen_fit(sde, _ve_t_of_sigma(sde, 1.0))
+    l1_p2, l1_p = _grid_l1(res, sde, _ve_t_of_sigma(sde, 1.0))
+    assert l1_p2 < 0.06 and l1_p > 0.25, (l1_p2, l1_p)
+    rep = gedmd.spectrum_report(res.lam, res.info)
+    assert rep["max_im_over_re"] < 1e-3  # reversible dynamics: real spectrum
+    assert res.lam[0].real <= 1e-6 and res.lam[1].real < 0
+
+
+@pytest.mark.slow
+def test_t5_vp_stationary_density_is_p_squared_times_gaussian_weight():
+    sde = VPSDE()
+    res, _ = _frozen_fit(sde, 0.3)
+    l1_p2e, l1_p = _grid_l1(res, sde, 0.3)
+    assert l1_p2e < 0.08 and l1_p > 0.25, (l1_p2e, l1_p)
+
+
+def test_t5_metastable_cluster_has_one_eigenvalue_per_mode():
+    sde = VESDE()
+    res, a = _frozen_fit(sde, _ve_t_of_sigma(sde, 0.1), M=600)
+    assert gedmd.cluster_size(res.lam) == 3
+    assert abs(res.lam[2].real) < 0.01 * a and res.lam[3].real < -5 * a
+
+
+# ---------------------------------------------------------------- T6: derivatives and index convention
+
+
+@pytest.mark.parametrize("d", [1, 3, 10])
+def test_t6_kernel_derivatives_match_finite_differences(d):
+    rng = np.random.default_rng(d)
+    x, y, zeta, h = rng.normal(size=d), rng.normal(size=d), 1.3, 1e-5
+    E = np.eye(d)
+    fd_grad = np.array([(kernels.kernel(x + h * e, y, zeta) - kernels.kernel(x - h * e, y, zeta)) / (2 * h) for e in E])
+    fd_hess = np.array([(kernels.grad_x(x + h * e, y, zeta) - kernels.grad_x(x - h * e, y, zeta)) / (2 * h) for e in E])
+    g, H = kernels.grad_x(x, y, zeta), kernels.hess_x(x, y, zeta)
+    assert np.abs(fd_grad - g).max() < 1e-6 * np.abs(g).max()
+    assert np.abs(fd_hess - H).max() < 1e-6 * np.abs(H).max()
+    assert abs(kernels.laplace_x(x, y, zeta) - np.trace(H)) < 1e-12
+
+
+def test_t6_generator_gram_matches_autograd():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 3))
+    Wb = rng.normal(size=(3, 3))
+    B = np.tanh(X @ Wb)
+    a, zeta = 0.7, 0.9
+    _, K = gedmd.gram_generator(X, B, a, zeta)
+    Xt = torch.tensor(X)
+    K_ref = np.zeros_like(K)
+    for j in range(len(X)):
+        def k_j(x):
+            return torch.exp(-((x - Xt[j]) ** 2).sum() / (2 * zeta**2))
+        for i in range(len(X)):
+            xi = Xt[i].clone().requires_grad_(True)
+            grad = torch.autograd.grad(k_j(xi), xi, create_graph=True)[0]
+            lap = sum(torch.autograd.grad(grad[c], xi, retain_graph=True)[0][c] for c in range(3))
+            K_ref[i, j] = float(torch.tensor(B[i]) @ grad.detach()) + 0.5 * a * float(lap.detach())
+    np.testing.assert_allclose(K, K_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_t6_general_diffusion_matches_d3s_formula_and_isotropic_case():
+    rng = np.random.default_rng(1)
+    X, B = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
+    S = rng.normal(size=(8, 3, 3))
+    A = S @ S.transpose(0, 2, 1)  # per-point sigma sigma^T, not isotropic
+    zeta = 1.1
+    _, K = gedmd.gram_generator_general(X, B, A, zeta)
+    for i in range(8):
+        for j in range(8):
+            ref = B[i] @ kernels.grad_x(X[i], X[j], zeta) + 0.5 * np.sum(A[i] * kernels.hess_x(X[i], X[j], zeta))
+            assert abs(K[i, j] - ref) < 1e-12
+    _, K_iso = gedmd.gram_generator(X, B, 0.4, zeta)
+    _, K_gen = gedmd.gram_generator_general(X, B, np.broadcast_to(0.4 * np.eye(3), (8, 3, 3)), zeta)
+    np.testing.assert_allclose(K_iso, K_gen, atol=1e-13)
+
+
+def test_t6_paper_g2_is_the_transpose_of_k():
+    rng = np.random.default_rng(2)
+    X, B = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    _, K = gedmd.gram_generator(X, B, 0.8, 1.2)
+    np.testing.assert_allclose(gedmd.paper_g2(X, B, 0.8, 1.2), K.T, atol=1e-13)
+
+
+def test_t6_koopman_and_fp_pencils_share_the_spectrum():
+    X = np.random.default_rng(3).normal(size=(200, 2))
+    B = -X + 0.3 * np.sin(X[:, ::-1])  # not a gradient field: non-normal generator
+    G0, K = gedmd.gram_generator(X, B, 1.0, 0.8)
+    Q, s, _ = gedmd.truncated_basis(G0, 1e-10)
+    Kt = Q.T @ K @ Q
+    lam_k = sla.eigvals(Kt, np.diag(s))
+    lam_p = sla.eigvals(Kt.T, np.diag(s))
+    key = lambda z: (np.round(z.real, 6), np.round(z.imag, 6))  # noqa: E731
+    lam_k, lam_p = np.array(sorted(lam_k, key=key)), np.array(sorted(lam_p, key=key))
+    assert np.abs(lam_k - lam_p).max() < 1e-8 * np.abs(lam_k).max()
+
+
+def test_biorthogonality_of_koopman_and_fp_vectors():
+    X = np.random.default_rng(4).normal(size=(150, 2))
+    B = -X + 0.3 * np.sin(X[:, ::-1])
+    G0, K = gedmd.gram_generator(X, B, 1.0, 0.8)
+    lam, V, U, pairing, _ = gedmd.solve(G0, K, n_keep=6)
+    P = U.T @ G0 @ V / len(X)
+    off = np.abs(P - np.diag(np.diag(P))).max()
+    assert off < 1e-8 * np.abs(np.diag(P)).min()
+    np.testing.assert_allclose(np.diag(P), pairing, rtol=1e-10)
+    # the vectors solve their own problems in the Galerkin sense on the truncated basis
+    Q, _, _ = gedmd.truncated_basis(G0, 1e-10)
+    scale = np.linalg.norm(K, 2)
+    for k in range(6):
+        assert np.linalg.norm(Q.T @ (K @ V[:, k] - lam[k] * G0 @ V[:, k])) < 1e-9 * scale
+        assert np.linalg.norm(Q.T @ (K.T @ U[:, k] - lam[k] * G0 @ U[:, k])) < 1e-9 * scale
+
+
+def test_bad_inputs_are_config_errors():
+    X = np.zeros((5, 2))
+    with pytest.raises(ConfigError, match="shape"):
+        gedmd.gram_generator(X, np.zeros((5, 3)), 1.0, 1.0)
+    with pytest.raises(ConfigError, match="zeta"):
+        kernels.gram(X, X, zeta=0.0)
+    with pytest.raises(ConfigError, match="NaN"):
+        gedmd.gram_generator(np.full((3, 2), np.nan), np.zeros((3, 2)), 1.0, 1.0)
+    with pytest.raises(ConfigError, match="diffusion"):
+        gedmd.gram_generator(X, X, -1.0, 1.0)
+    with pytest.raises(ConfigError, match="regularisation"):
+        gedmd.solve(np.eye(3), np.eye(3), regularisation="qz")
