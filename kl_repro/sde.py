@@ -398,6 +398,6 @@ def train_dsm(data: torch.Tensor, sde: VPSDE | VESDE, cfg: DSMConfig = DSMConfig
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     net.eval()
     return model, losses
