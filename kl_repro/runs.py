@@ -10,9 +10,9 @@ A run is named by its configuration (:func:`run_name`: a readable label plus a h
     samples/step-NNNNNNNN.png                  DDIM sample grids of the EMA model
     finished.json            written when the last step is done
 
-Checkpoints are written atomically (``store.atomic_torch_save``) with a SHA-256 sidecar, loaded with
+Checkpoints are written atomically with a SHA-256 sidecar (written first), loaded with
 ``weights_only=True``; a truncated, altered or foreign checkpoint is reported with its path, moved
-aside (``*.bad``) and the previous good one used.  Fine-tuning from a baseline run (paper A Sec. 6.6,
+aside (``*.bad``, by the training process) and the previous good one used.  Fine-tuning from a baseline run (paper A Sec. 6.6,
 spec ambiguity 16) is set up by :func:`init_from_baseline`.
 """
 
@@ -304,10 +304,16 @@ def _sidecar(path: Path) -> Path:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Atomic checkpoint write, then its SHA-256 sidecar (a checkpoint without sidecar counts as incomplete)."""
-    store.atomic_torch_save(payload, path)
-    info = {"sha256": _sha256(path), "bytes": path.stat().st_size, "step": payload["step"], "config_hash": payload["config_hash"]}
+    """Write the SHA-256 sidecar, then the checkpoint, each atomically: every ``*.pt`` on disk has its sidecar."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    info = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "step": payload["step"],
+            "config_hash": payload["config_hash"]}
     store.atomic_write_json(_sidecar(path), info)
+    store.atomic_write_bytes(path, data)
     return path
 
 
@@ -414,18 +420,25 @@ class Run:
     def checkpoint_path(self, step: int) -> Path:
         return self.ckpt_dir / f"step-{step:08d}.pt"
 
-    def latest_checkpoint(self) -> tuple[Path, dict[str, Any]] | tuple[None, None]:
-        """The newest checkpoint that verifies; bad ones are reported, moved aside to ``*.bad`` and skipped."""
+    def latest_checkpoint(self, quarantine: bool = False) -> tuple[Path, dict[str, Any]] | tuple[None, None]:
+        """The newest checkpoint that verifies, as ``(path, payload)``; bad ones are reported and skipped.
+
+        ``quarantine`` (the training process, which holds the run's lock): also move bad files aside to
+        ``*.bad``, so that they are kept for inspection and never overwritten.
+        """
         for path in reversed(self.checkpoints()):
             try:
                 return path, verify_checkpoint(path, self.hash)
             except CheckpointError as e:
-                bad = path.with_name(path.name + ".bad")
-                log.warning("skipping bad checkpoint: %s; moved to %s", e, bad.name)
-                print(f"kl-repro: skipping bad checkpoint: {e}; moved to {bad.name}")
-                path.replace(bad)
-                if _sidecar(path).exists():
-                    _sidecar(path).replace(bad.with_name(bad.name + ".sha256"))
+                msg = f"skipping bad checkpoint: {e}"
+                if quarantine:
+                    bad = path.with_name(path.name + ".bad")
+                    path.replace(bad)
+                    if _sidecar(path).exists():
+                        _sidecar(path).replace(bad.with_name(bad.name + ".sha256"))
+                    msg += f"; moved to {bad.name}"
+                log.warning(msg)
+                print(f"kl-repro: {msg}")
         return None, None
 
     def prune_checkpoints(self, keep: int) -> None:

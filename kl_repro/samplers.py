@@ -88,7 +88,7 @@ def ddim_sample(net: torch.nn.Module, diff_cfg: DiffusionConfig, ddim_cfg: DDIMC
     was_training = net.training
     net.eval()
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=n * len(taus), desc="DDIM", unit="step", disable=not progress, leave=False)
         with torch.no_grad():

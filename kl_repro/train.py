@@ -180,7 +180,10 @@ def train(cfg: RunConfig, runs_dir: str | os.PathLike, hooks: Iterable[Hook] = (
     run = Run.create(cfg, runs_dir)
     if run.finished:
         return run
-    with store.FolderLock(run.dir):
+    from accelerate import PartialState
+
+    main = PartialState(cpu=cfg.train.device == "cpu").is_main_process  # under `accelerate launch`, rank 0 holds the lock
+    with store.FolderLock(run.dir) if main else nullcontext():
         if run.finished:
             return run
         _train(run, list(hooks), progress)
@@ -195,7 +198,7 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
     shape = data_shape(cfg.data)
     N = len(dataset)
     accelerator, mp = _accelerator(tc)
-    P, rank = accelerator.num_processes, accelerator.process_index
+    P, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     require(tc.B % (P * tc.grad_accum) == 0,
             f"B={tc.B} must be divisible by processes x grad_accum = {P} x {tc.grad_accum}")
     device = accelerator.device
@@ -206,7 +209,11 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
     torch.manual_seed(derive_seed(tc.seed, "init"))  # the network's initial weights depend on the seed only
     model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay)
-    path, payload = run.latest_checkpoint()
+    if main:
+        path, payload = run.latest_checkpoint(quarantine=True)
+    accelerator.wait_for_everyone()
+    if not main:
+        path, payload = run.latest_checkpoint()
     start = 0
     if payload is not None:
         model.load_state_dict(payload["model"])
@@ -218,14 +225,14 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
         ema.load_state_dict(payload["ema"])
         optimizer.load_state_dict(payload["optimizer"])
         start = int(payload["step"])
-        run.truncate_metrics(start)
+        if main:
+            run.truncate_metrics(start)
         log.info("resuming %s from step %d (%s)", run.name, start, path.name)
     model, optimizer = accelerator.prepare(model, optimizer)
     if payload is not None:
         if accelerator.scaler is not None and payload.get("scaler") is not None:
             accelerator.scaler.load_state_dict(payload["scaler"])
         _set_rng_state(payload["rng"])
-    main = accelerator.is_main_process
     if main:
         store.atomic_write_json(run.dir / "run.json", {
             "name": run.name, "device": str(device), "mixed_precision": mp, "num_processes": P,
@@ -236,7 +243,7 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
     opt_time = prev[-1]["opt_time_s"] if prev else 0.0
     metrics = _MetricsLog(run.metrics_path, main)
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bar = tqdm(total=tc.steps, initial=start, desc=run.name, disable=not (progress and main), dynamic_ncols=True)
     per_proc, micro = tc.B // P, tc.B // (P * tc.grad_accum)
@@ -344,6 +351,7 @@ class TrainNotebookConfig(Config):
     init_from: str | None = None  # a baseline run's folder, or its name under this profile's runs folder
     finetune_correction: Literal["split", "first_term", "none"] = "split"
     label: str = ""
+    threads: int | None = None  # torch CPU threads (speed only; not part of the run's hash)
 
     def check(self) -> None:
         from .profiles import check_profile_name
@@ -365,7 +373,7 @@ class TrainNotebookConfig(Config):
             diffusion=DiffusionConfig(model=self.model, d=self.d, d_prime=self.d_prime, T=self.T),
             train=TrainConfig(steps=self.steps, B=self.B, seed=self.seed, lr=self.lr, grad_accum=self.grad_accum,
                               checkpoint_every=self.checkpoint_every, sample_every=self.sample_every,
-                              eval_every=self.eval_every, n_grid_samples=self.n_grid_samples),
+                              eval_every=self.eval_every, n_grid_samples=self.n_grid_samples, threads=self.threads),
             sampler=DDIMConfig(eta=self.ddim_eta, S=self.ddim_S, clip_x0=not toy),
             label=self.label, init_from=init,
             finetune_correction=self.finetune_correction if init is not None else "split",
@@ -395,9 +403,9 @@ def training_figure(run: Run, n_samples: int = 16, seed: int = 0):
         steps = np.array([r["step"] for r in rows])
         loss = np.array([r["loss"] for r in rows])
         w = max(1, len(loss) // 50)
-        ax0.plot(steps, loss, lw=0.6, alpha=0.35, label="per step")
-        if len(loss) >= w:
-            ax0.plot(steps[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), lw=1.6, label=f"mean of {w}")
+        ax0.plot(steps, loss, lw=0.6 if w > 1 else 1.4, alpha=0.35 if w > 1 else 1.0, label="per step")
+        if w > 1:
+            ax0.plot(steps[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), lw=1.6, label=f"mean of {w} steps")
         ax0.set_yscale("log")
         ax0.set_xlabel("optimiser step")
         ax0.set_ylabel("training loss")
