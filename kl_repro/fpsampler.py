@@ -49,6 +49,8 @@ __all__ = [
     "coefficients",
     "mode_weights",
     "FPDensity",
+    "fit_operator",
+    "density_from_operator",
     "fit_density",
     "kde_score",
     "langevin",
@@ -56,6 +58,9 @@ __all__ = [
     "gaussian_init",
     "structured_init",
     "box_init",
+    "group_references",
+    "run_chains",
+    "initial_points",
     "sample_group",
     "GroupResult",
     "sample_groups",
@@ -365,40 +370,63 @@ def kde_score(x: torch.Tensor, C_pos: torch.Tensor, logw_pos: torch.Tensor, C_ne
     return (mean - x) / zeta_s**2, mean, ~ok
 
 
-def fit_density(score: Callable, sde, X: torch.Tensor, cfg: FPConfig, generator: torch.Generator) -> FPDensity:
-    """Steps 2-3 of a group: frozen drift, gEDMD, prior coefficients, weights; returns :class:`FPDensity`.
+def fit_operator(score: Callable, sde, X: torch.Tensor, cfg: FPConfig, n_keep: int, generator: torch.Generator) -> tuple[gedmd.GEDMD, np.ndarray, dict]:
+    """Step 2 and the prior projection: frozen drift at ``X`` ``(M, *shape)``, gEDMD, ``log s`` of the prior KDE.
 
-    ``X``: the references ``(M, *shape)`` (model scale).  ``report`` holds the spectrum, the truncation
-    rank, the effective numbers of prior draws / references, and the set-up time split.
+    Returns ``(eig, log_s, report)``; ``eig`` keeps vectors of the ``n_keep`` slowest modes, so one
+    operator serves every ``L < n_keep`` (Table 3 reuses it).  ``report``: bandwidths, spectrum, timings.
     """
     M = X.shape[0]
     Xf = X.reshape(M, -1).double().numpy()
     zeta, zeta_s, eps, ratio = effective_bandwidths(Xf, cfg)
-    report: dict = {"zeta": zeta, "zeta_s": zeta_s, "eps": eps, "bandwidth_ratio": ratio}
-    if cfg.weights == "uniform":
-        report.update(L_used=0, t_drift=0.0, t_gedmd=0.0, t_coeffs=0.0)
-        return FPDensity(Xf, np.full(M, 1.0 / M), zeta_s, cfg.neg_policy, report)
     t_star = cfg.t_star if cfg.t_star is not None else sde.eps
     t0 = time.perf_counter()
     B, a = drift_at(score, sde, X, t_star, cfg.convention)
     t1 = time.perf_counter()
-    L = 1 if cfg.weights == "stationary" else cfg.L
-    eig = gedmd.fit(Xf, B, a, zeta, rtol=cfg.gram_rtol, regularisation=cfg.regularisation, n_keep=min(L + 1, M))
-    if eig.info["r"] < L:
-        raise ConfigError(f"only r = {eig.info['r']} eigenpairs survive the G0 truncation (gram_rtol={cfg.gram_rtol}); L = {L} is too large")
+    eig = gedmd.fit(Xf, B, a, zeta, rtol=cfg.gram_rtol, regularisation=cfg.regularisation, n_keep=min(n_keep, M))
     t2 = time.perf_counter()
-    L_used = select_modes(eig.lam, L)
-    U, V = (eig.V, eig.U) if cfg.literal_index else (eig.U, eig.V)
-    n_prior = cfg.n_prior or M
-    Y = sde.prior_sample((n_prior, Xf.shape[1]), generator=generator, dtype=torch.float64).numpy()
+    Y = sde.prior_sample((cfg.n_prior or M, Xf.shape[1]), generator=generator, dtype=torch.float64).numpy()
     log_s, proj = prior_log_mass(Xf, Y, zeta)
+    report = {"zeta": zeta, "zeta_s": zeta_s, "eps": eps, "bandwidth_ratio": ratio, "a": a, "t_star": t_star,
+              # the Laplacian part of K is ~ -(a d / 2 zeta^2) G0 in high dimension: a uniform shift (spec 3.6)
+              "laplacian_shift": -a * Xf.shape[1] / (2 * zeta**2),
+              "t_drift": t1 - t0, "t_gedmd": t2 - t1, "t_prior": time.perf_counter() - t2, **proj}
+    report.update(gedmd.spectrum_report(eig.lam, eig.info, top=min(max(6, n_keep), len(eig.lam))))
+    return eig, log_s, report
+
+
+def density_from_operator(eig: gedmd.GEDMD, log_s: np.ndarray, cfg: FPConfig, report: dict, L: int | None = None) -> FPDensity:
+    """Step 3: coefficients and weights for ``L`` modes (default ``cfg.L``; 1 for ``weights="stationary"``)."""
+    L = (1 if cfg.weights == "stationary" else cfg.L) if L is None else L
+    if eig.info["r"] < L or eig.U.shape[1] < L:
+        raise ConfigError(f"only {min(eig.info['r'], eig.U.shape[1])} eigenpairs are available (rank r = {eig.info['r']} "
+                          f"after the G0 truncation, gram_rtol={cfg.gram_rtol}); L = {L} is too large")
+    L_used = min(select_modes(eig.lam, L), eig.U.shape[1])
+    U, V = (eig.V, eig.U) if cfg.literal_index else (eig.U, eig.V)
     c = coefficients(U[:, :L_used], V[:, :L_used], eig.pairing[:L_used], log_s, cfg.coeffs)
     w = mode_weights(eig.lam[:L_used], U[:, :L_used], c, cfg.tau, cfg.exp_sign)
-    t3 = time.perf_counter()
-    report.update(gedmd.spectrum_report(eig.lam, eig.info, top=max(6, L_used)))
-    report.update(proj, L_used=L_used, a=a, t_star=t_star, t_drift=t1 - t0, t_gedmd=t2 - t1, t_coeffs=t3 - t2,
-                  frac_negative_w=float(np.mean(w < 0)), neg_over_pos_w=float(-w[w < 0].sum() / max(w[w > 0].sum(), 1e-300)))
-    return FPDensity(Xf, w, zeta_s, cfg.neg_policy, report, eig)
+    p = np.abs(w) / np.abs(w).sum()
+    rep = dict(report, L_used=L_used, frac_negative_w=float(np.mean(w < 0)),
+               neg_over_pos_w=float(-w[w < 0].sum() / max(w[w > 0].sum(), 1e-300)), n_eff_weights=float(1 / np.sum(p**2)))
+    return FPDensity(eig.X, w, report["zeta_s"], cfg.neg_policy, rep, eig)
+
+
+def fit_density(score: Callable, sde, X: torch.Tensor, cfg: FPConfig, generator: torch.Generator) -> FPDensity:
+    """Steps 2-3 of a group: frozen drift, gEDMD, prior coefficients, weights; returns :class:`FPDensity`.
+
+    ``X``: the references ``(M, *shape)`` (model scale).  ``report`` holds the spectrum, the truncation
+    rank, the effective numbers of prior draws / references / weights, and the set-up time split.
+    ``weights="uniform"`` skips the operator: a plain KDE of the references (the control of spec 3.7).
+    """
+    M = X.shape[0]
+    if cfg.weights == "uniform":
+        Xf = X.reshape(M, -1).double().numpy()
+        zeta, zeta_s, eps, ratio = effective_bandwidths(Xf, cfg)
+        report = {"zeta": zeta, "zeta_s": zeta_s, "eps": eps, "bandwidth_ratio": ratio, "L_used": 0, "n_eff_weights": float(M)}
+        return FPDensity(Xf, np.full(M, 1.0 / M), zeta_s, cfg.neg_policy, report)
+    L = 1 if cfg.weights == "stationary" else cfg.L
+    eig, log_s, report = fit_operator(score, sde, X, cfg, L + 1, generator)
+    return density_from_operator(eig, log_s, cfg, report, L)
 
 
 # ------------------------------------------------------------------------------------- sampling
@@ -512,38 +540,56 @@ class GroupResult:
     t_sampling: float
 
 
+def group_references(pool: torch.Tensor, sde, cfg: FPConfig, group: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """Step 1 of group ``group``: its generator (seeded by ``cfg.seed`` and ``group``) and its ``M`` references."""
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + group)
+    t_star = cfg.t_star if cfg.t_star is not None else sde.eps
+    perturb = cfg.perturb_refs if cfg.perturb_refs is not None else t_star > sde.eps
+    X, idx = reference_set(pool, cfg.M, sde, t_star, perturb, g)
+    return X, idx, g
+
+
+def run_chains(density: FPDensity, x0: torch.Tensor, cfg: FPConfig, generator: torch.Generator) -> tuple[torch.Tensor, dict, float]:
+    """Step 4: Langevin from ``x0`` ``(n, *shape)`` on ``density`` with ``cfg``'s ``J, eta, output, step``.
+
+    Uses the effective step of the bandwidth rule (``density.report["eps"]``).  Returns ``(x (n, d), stats, seconds)``.
+    """
+    eps = density.report.get("eps", cfg.eps)
+    t0 = time.perf_counter()
+    x, stats = langevin(density, x0.reshape(x0.shape[0], -1).float(), eps, cfg.J, cfg.eta, cfg.output, cfg.step, cfg.snr, generator)
+    stats.update(eps=eps, zeta_s=density.zeta_s)
+    return x, stats, time.perf_counter() - t0
+
+
 def sample_group(score: Callable, sde, pool: torch.Tensor, cfg: FPConfig, group: int = 0, x0: torch.Tensor | None = None,
                  n: int | None = None, box: tuple[np.ndarray, np.ndarray] | None = None) -> GroupResult:
     """One group of Algorithm 1: references, density, then ``n`` Langevin chains (default ``n_per_group``).
 
     ``pool``: candidate references ``(n_pool, *shape)`` in the model's scale, the same per-sample shape as
     the score model (else :class:`ConfigError`).  ``x0``: initialisations ``(n, *shape)``; by default
-    from ``cfg.init`` (images: solid/gaussian/structured in the model's data range; points: ``solid`` is
-    uniform in ``box`` or the pool's bounding box).  Seeds: ``cfg.seed`` and ``group``.
+    from ``cfg.init`` (:func:`initial_points`).  Seeds: ``cfg.seed`` and ``group``.
     """
     check_score_input(score, pool)
     n = n or cfg.n_per_group
-    g = torch.Generator().manual_seed(cfg.seed * 100_003 + group)
-    t_star = cfg.t_star if cfg.t_star is not None else sde.eps
-    perturb = cfg.perturb_refs if cfg.perturb_refs is not None else t_star > sde.eps
     t0 = time.perf_counter()
-    X, idx = reference_set(pool, cfg.M, sde, t_star, perturb, g)
+    X, idx, g = group_references(pool, sde, cfg, group)
     density = fit_density(score, sde, X, cfg, g)
     t_setup = time.perf_counter() - t0
     shape = tuple(pool.shape[1:])
     if x0 is None:
-        x0 = _default_init(cfg, n, shape, pool, g, box)
+        x0 = initial_points(cfg, n, shape, pool, g, box)
     elif tuple(x0.shape[1:]) != shape:
         raise ConfigError(f"initialisations of shape {tuple(x0.shape[1:])} do not match the data shape {shape}")
-    eps = density.report["eps"]
-    t1 = time.perf_counter()
-    x, stats = langevin(density, x0.reshape(x0.shape[0], -1).float(), eps, cfg.J, cfg.eta, cfg.output, cfg.step, cfg.snr, g)
-    t_sampling = time.perf_counter() - t1
-    stats.update(eps=eps, zeta_s=density.zeta_s)
+    x, stats, t_sampling = run_chains(density, x0, cfg, g)
     return GroupResult(x, x0, density, idx, stats, t_setup, t_sampling)
 
 
-def _default_init(cfg: FPConfig, n: int, shape, pool: torch.Tensor, g: torch.Generator, box) -> torch.Tensor:
+def initial_points(cfg: FPConfig, n: int, shape, pool: torch.Tensor, g: torch.Generator, box=None) -> torch.Tensor:
+    """``n`` initialisations ``(n, *shape)`` of kind ``cfg.init`` in the model's scale (Sec. 4.1, 4.3).
+
+    Images ``(C, H, W)``: solid colours / structured patterns in the data range (VE ``[0, 1]``, VP
+    ``[-1, 1]``) or ``N(0, I)``.  Points: ``solid`` is uniform in ``box`` (default: the pool's bounding box).
+    """
     if len(shape) == 3:
         lo, hi = (-1.0, 1.0) if cfg.is_centered else (0.0, 1.0)
         if cfg.init == "solid":
