@@ -354,3 +354,40 @@ def test_smoke_profile_trains_in_under_two_minutes(model, tmp_path, monkeypatch)
     run = run_from_notebook_params(progress=False, **params)
     assert time.perf_counter() - t0 < 120 and run.finished
     assert run.dir.parent == tmp_path / "smoke" / "runs"
+
+
+KILL_SCRIPT = """
+import json, os, signal, sys
+import torch
+from kl_repro.config import from_dict
+from kl_repro.runs import RunConfig
+from kl_repro.train import train
+
+torch.set_num_threads(1)
+cfg = from_dict(RunConfig, json.load(open(sys.argv[1])))
+
+def kill_at_5(step, model_ema, run):
+    if step == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train(cfg, sys.argv[2], hooks=[kill_at_5], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_after_step_n_and_restart_is_bit_identical(reference_run, tmp_path):
+    """A real SIGKILL (no clean-up at all) after step 5; the restart resumes from step 3 and ends bit-identical."""
+    import subprocess
+    import sys
+
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(to_dict(reference_run.config)))
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(cfg_file), str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    run = Run(tmp_path / "runs" / reference_run.name, reference_run.config)
+    assert not run.finished and max(r["step"] for r in run.metrics()) == 5
+    run = train(reference_run.config, tmp_path / "runs", progress=False)
+    assert run.info()["resumed_from_step"] == 3
+    assert_same_weights(final_state(run), final_state(reference_run))
+    assert [r["loss"] for r in run.metrics()] == [r["loss"] for r in reference_run.metrics()]
