@@ -279,7 +279,7 @@ class KLLoss(_GridLoss):
         B, m = ks.shape
         tin = self.tables(x_t.device)["time_input"][i]
         out = batched_forward(net, x_t.repeat_interleave(m, 0), tin.repeat_interleave(m), ks.reshape(-1), None)
-        return out.view(B, m, *x_t.shape[1:])
+        return out.reshape(B, m, *x_t.shape[1:])
 
     def __call__(self, net, x0, generator, t_index=None):
         B, d = x0.shape[0], self.cfg.d
@@ -333,7 +333,7 @@ class KLStarLoss(KLLoss):
     def aggregate(self, out: torch.Tensor, E_i: torch.Tensor) -> torch.Tensor:
         """``(B, d*C, ...)`` network output to the noise prediction ``(B, C, ...)``."""
         B, d = out.shape[0], self.cfg.d
-        groups = out.view(B, d, out.shape[1] // d, *out.shape[2:])
+        groups = out.reshape(B, d, out.shape[1] // d, *out.shape[2:])
         return kl_noise(E_i, groups) if self.cfg.kl_star_variant == "basis" else groups.sum(1)
 
     def __call__(self, net, x0, generator, t_index=None):
@@ -371,6 +371,6 @@ def eps_predictor(net: nn.Module, cfg: DiffusionConfig) -> Callable[[torch.Tenso
         d = cfg.d
         k = torch.arange(d, device=x.device).repeat(B)
         out = batched_forward(net, x.repeat_interleave(d, 0), tin.repeat_interleave(d), k, cfg.chunk)
-        return out.float().view(B, d, *x.shape[1:]).sum(1)
+        return out.float().reshape(B, d, *x.shape[1:]).sum(1)
 
     return eps_hat

@@ -343,7 +343,7 @@ class TrainNotebookConfig(Config):
     attn_heads: int = 4
     attn_dim_head: int = 32
     ddim_eta: float = 1.0
-    ddim_S: int = 20
+    ddim_S: int | None = None  # None: 20 for the baseline (every 50th of T = 1000), every grid point (S = T) for KL models
     checkpoint_every: int = 1000
     sample_every: int = 1000
     eval_every: int = 1000
@@ -367,14 +367,16 @@ class TrainNotebookConfig(Config):
         net = NetConfig(kind="mlp" if toy else "unet", dim=self.dim, dim_mults=self.dim_mults, attn_heads=self.attn_heads,
                         attn_dim_head=self.attn_dim_head,
                         k_cond="learned_zero_init" if init is not None and self.model in ("kl", "kl_partial") else "time_offset")
+        diffusion = DiffusionConfig(model=self.model, d=self.d, d_prime=self.d_prime, T=self.T)
+        S = self.ddim_S if self.ddim_S is not None else (20 if self.model == "baseline" else diffusion.T)
         return RunConfig(
             data=DataConfig(name=self.dataset, resolution=self.resolution, split=self.split, subset=self.subset),
             net=net,
-            diffusion=DiffusionConfig(model=self.model, d=self.d, d_prime=self.d_prime, T=self.T),
+            diffusion=diffusion,
             train=TrainConfig(steps=self.steps, B=self.B, seed=self.seed, lr=self.lr, grad_accum=self.grad_accum,
                               checkpoint_every=self.checkpoint_every, sample_every=self.sample_every,
                               eval_every=self.eval_every, n_grid_samples=self.n_grid_samples, threads=self.threads),
-            sampler=DDIMConfig(eta=self.ddim_eta, S=self.ddim_S, clip_x0=not toy),
+            sampler=DDIMConfig(eta=self.ddim_eta, S=S, clip_x0=not toy),
             label=self.label, init_from=init,
             finetune_correction=self.finetune_correction if init is not None else "split",
         )

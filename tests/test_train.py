@@ -276,6 +276,8 @@ def test_notebook_parameters_map_onto_a_run_config():
     cfg = nb.run_config()
     assert (cfg.diffusion.d, cfg.diffusion.d_prime, cfg.diffusion.T, cfg.sampler.S) == (6, 2, 20, 10)
     assert cfg.net.dim == 8 and cfg.train.B == 4 and cfg.data.name == "digits"
+    assert TrainNotebookConfig(model="kl", T=25).run_config().sampler.S == 25  # KL: every grid point (d x T = 200 family)
+    assert TrainNotebookConfig(model="baseline").run_config().sampler.S == 20  # baseline: every 50th of 1000
     toy = TrainNotebookConfig(dataset="toy2d", model="baseline").run_config()
     assert toy.net.kind == "mlp" and not toy.sampler.clip_x0
     with pytest.raises(ConfigError, match="profile"):
@@ -391,3 +393,12 @@ def test_sigkill_after_step_n_and_restart_is_bit_identical(reference_run, tmp_pa
     assert run.info()["resumed_from_step"] == 3
     assert_same_weights(final_state(run), final_state(reference_run))
     assert [r["loss"] for r in run.metrics()] == [r["loss"] for r in reference_run.metrics()]
+
+
+def test_toy2d_runs_end_to_end(tmp_path):
+    nb = TrainNotebookConfig(dataset="toy2d", subset=256, model="kl_star", d=3, B=16, steps=3, checkpoint_every=3,
+                             sample_every=0, eval_every=0, n_grid_samples=8, threads=1)
+    run = train(nb.run_config(), tmp_path, progress=False)
+    assert run.finished and (run.dir / "samples" / "step-00000003.pt").is_file()
+    x = run.sample(5, seed=0)
+    assert x.shape == (5, 2) and torch.isfinite(x).all()
