@@ -273,6 +273,8 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
                             f"{last_ckpt if last_ckpt else 'none (no checkpoint written yet)'}")
                     accelerator.backward(loss / tc.grad_accum)
                 total += value / tc.grad_accum
+            if P > 1:  # log the mean loss over processes, not rank 0's share
+                total = float(accelerator.reduce(torch.tensor(total, device=device), reduction="mean"))
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), tc.clip_grad))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
