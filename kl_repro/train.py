@@ -221,6 +221,8 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
         init_from_baseline(model, cfg)
     ema = EMA(model, beta=tc.ema_beta, update_every=tc.ema_update_every, update_after_step=tc.ema_update_after_step,
               inv_gamma=tc.ema_inv_gamma, power=tc.ema_power, include_online_model=False)
+    if payload is None and main:
+        run.truncate_metrics(0)  # a restart before the first checkpoint: drop the lost steps' lines (keep step-0 evaluations)
     if payload is not None:
         ema.load_state_dict(payload["ema"])
         optimizer.load_state_dict(payload["optimizer"])
