@@ -626,6 +626,7 @@ def sample_groups(score: Callable, sde, pool: torch.Tensor, cfg: FPConfig, n_gro
         "fallback_steps": int(fb.sum()),
         "chains_with_fallback": int((fb > 0).sum()),
         "nonfinite_samples": int(sum(r.stats["n_nonfinite_samples"] for r in groups)),
+        "nonfinite_score_steps": int(sum(r.stats["n_nonfinite_score"].sum() for r in groups)),
     }
     return {"samples": samples, "groups": groups, "report": report}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kl_repro import fp_experiments as fx
+from kl_repro import fp_experiments as fx, fp_report
 from kl_repro.config import ConfigError
 from kl_repro.profiles import PROFILES, notebook_parameters
 
@@ -54,7 +54,7 @@ def test_e1_biorthogonal_beats_the_papers_rule():
     rows = [r for r in e1["rows"] if r["L"] == 5]
     assert all(r["biorthogonal, e^{+lam tau}"] < 0.05 for r in rows)
     assert all(r["paper (14), e^{-lam tau}"] > 3 * r["biorthogonal, e^{+lam tau}"] for r in rows)
-    art = fx.artefact_e1(fx.OperatorSamplerConfig(profile="smoke"), e1)
+    art = fp_report.artefact_e1(fx.OperatorSamplerConfig(profile="smoke"), e1)
     assert {"ours", "paper", "verdict"} <= set(art) and "biorthogonal" in art["verdict"]["coefficients"]
 
 
