@@ -6,10 +6,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from kl_repro import fp_experiments as fx, fp_report
 from kl_repro.config import ConfigError
 from kl_repro.profiles import PROFILES, notebook_parameters
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small problems: one torch/BLAS thread avoids thread overhead on shared 2-core machines (speed only)."""
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(old)
+
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CASES = [("05_eigen_spectra", fx.EigenSpectraConfig), ("06_operator_sampler", fx.OperatorSamplerConfig)]
@@ -66,8 +80,6 @@ def test_ou_spectrum_counts_spurious_eigenvalues():
 
 
 def test_model_and_library_scales_round_trip():
-    import torch
-
     u8 = torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8)
     for kind in ("ve", "vp"):
         x = fx.to_model(u8, kind)
