@@ -43,7 +43,7 @@ __all__ = [
     "image_setup",
     "fp_run",
     "pc_run",
-    "fd_clf",
+    "frechet",
     "table1",
     "table2",
     "table3",
@@ -289,7 +289,9 @@ class OperatorSamplerConfig(Config):
     n_per_group: int = 100  # paper: 200
     pc_N: int = 1000  # PC steps (PC1000)
     pc_images: int = 500
-    fd: bool = True  # FD_clf / KD_clf with the in-house classifier
+    fd: bool = True  # Frechet distance and KID of the samples (FD_clf on digits)
+    fd_extractor: str | None = None  # None: kl_repro.metrics.default_extractor(dataset) (clf for digits, Inception else)
+    fd_reference_images: int | None = None  # first N training images for the reference statistics (None: all)
     M_values: tuple[int, ...] = (250, 500, 1000, 1500)  # paper: 500 ... 5000
     L_values: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100)
     sweep_groups: int = 2
@@ -319,6 +321,11 @@ class OperatorSamplerConfig(Config):
         require(self.mix_zeta > 0 and self.mix_eps > 0 and self.mix_sigma_star > 0 and self.mix_sigma_metastable > 0,
                 "mixture bandwidth, step and sigma* must be > 0")
         require(self.extra_M <= self.extra_pool, f"extra_M = {self.extra_M} > extra_pool = {self.extra_pool}")
+        require(self.fd_reference_images is None or self.fd_reference_images >= 2, "fd_reference_images must be None or >= 2")
+        if self.fd_extractor is not None:
+            from .features import check_extractor_name
+
+            check_extractor_name(self.fd_extractor)
 
     def fp_config(self, kind: str, preset: str = "paper", **overrides) -> fp.FPConfig:
         """The FP sampler config of the image experiments: the paper's values, median-scaled bandwidths."""
@@ -493,14 +500,20 @@ def pc_run(setup: ImageSetup, kind: str, preset: str, n: int, batch: int, seed: 
             "memorisation": fp.memorisation_report(images, train)}
 
 
-def fd_clf(images: torch.Tensor, dataset: str, sampler: str) -> dict | None:
-    """``FD_clf`` and ``KD_clf`` of library images against the data set's training split (kl_repro.metrics), or None."""
+def frechet(images: torch.Tensor, cfg: "OperatorSamplerConfig", sampler: str) -> dict | None:
+    """Frechet distance (and KID) of library images against the data set's training split (:mod:`kl_repro.metrics`).
+
+    The extractor is ``cfg.fd_extractor`` or the data set's default (``clf`` for ``digits``: the metric is
+    FD_clf, never "FID"; Inception for the others: FID).  Reference: the first ``cfg.fd_reference_images``
+    training images.  Returns the metric's dict (its name under ``"metric"``) or None for fewer than 10 images.
+    """
     from . import metrics
 
     if len(images) < 10:
         return None
-    res = metrics.evaluate_images(images, metrics.ReferenceConfig(dataset=dataset, split="train"), sampler, extractor="clf",
-                                  kid=metrics.KIDConfig())  # subset size capped at the smaller set (reported)
+    extractor = cfg.fd_extractor or metrics.default_extractor(cfg.dataset)
+    ref = metrics.ReferenceConfig(dataset=cfg.dataset, split="train", num_images=cfg.fd_reference_images)
+    res = metrics.evaluate_images(images, ref, sampler, extractor=extractor, kid=metrics.KIDConfig())  # KID subset capped, reported
     return res.as_dict()
 
 
@@ -532,7 +545,7 @@ def table1(cfg: OperatorSamplerConfig, setup: ImageSetup) -> dict:
                   "time_100": pc["t_batch"] * 100 / n100, "nfe": pc["nfe"], "n_samples": len(pc["images"]),
                   "memorisation": pc["memorisation"]}
         if cfg.fd:
-            row_pc["fd"] = fd_clf(pc["images"], setup.dataset, row_pc["method"])
+            row_pc["fd"] = frechet(pc["images"], cfg, row_pc["method"])
         rows.append(row_pc)
         images[f"pc_{kind}"] = pc["images"]
         for preset in ("paper", "recommended"):
@@ -548,12 +561,12 @@ def table1(cfg: OperatorSamplerConfig, setup: ImageSetup) -> dict:
                    "nonfinite_samples": run["report"]["nonfinite_samples"], "memorisation": run["memorisation"], "operator": run["operator"],
                    "config": to_dict(fcfg)}
             if cfg.fd:
-                row["fd"] = fd_clf(run["images"], setup.dataset, row["method"])
+                row["fd"] = frechet(run["images"], cfg, row["method"])
             rows.append(row)
             images[f"fp_{kind}_{preset}"] = run["images"]
     floor = None
     if cfg.fd and setup.test is not None:
-        floor = fd_clf(setup.test.float() / 127.5 - 1.0, setup.dataset, f"held-out {setup.dataset} test images (floor)")
+        floor = frechet(setup.test.float() / 127.5 - 1.0, cfg, f"held-out {setup.dataset} test images (floor)")
     for kind in ("ve", "vp"):
         pc_row = next(r for r in rows if r["sde"] == kind and r["preset"] == "baseline")
         for r in rows:
@@ -597,7 +610,7 @@ def table2(cfg: OperatorSamplerConfig, setup: ImageSetup) -> dict:
                "fallback_steps": run["report"]["fallback_steps"]}
         row["n_eff_weights_over_M"] = row["n_eff_weights"] / M if row["n_eff_weights"] else None
         if cfg.fd:
-            row["fd"] = fd_clf(run["images"], setup.dataset, f"FP VE paper preset, M={M}")
+            row["fd"] = frechet(run["images"], cfg, f"FP VE paper preset, M={M}")
         rows.append(row)
     return {"rows": rows}
 
@@ -646,7 +659,7 @@ def table3(cfg: OperatorSamplerConfig, setup: ImageSetup) -> dict:
                "weight_corr_with_L1": float(np.mean(per_L[L]["w_corr"])), "lam_spread_tau": float(np.mean(per_L[L]["lam_spread"])),
                "fallback_steps": per_L[L]["fallback"]}
         if cfg.fd:
-            row["fd"] = fd_clf(imgs, setup.dataset, f"FP VE paper preset, L={L}")
+            row["fd"] = frechet(imgs, cfg, f"FP VE paper preset, L={L}")
         rows.append(row)
     return {"rows": rows, "M": fcfg.M, "ref_L": ref_L}
 
@@ -706,7 +719,7 @@ def ablations(cfg: OperatorSamplerConfig, setup: ImageSetup) -> dict:
                "fallback_frac": run["report"]["fallback_steps"] / (cfg.ablation_images * cfg.J),
                "nonfinite_samples": run["report"]["nonfinite_samples"], **{k: run["operator"].get(k) for k in ("n_eff_prior", "n_eff_weights", "frac_negative_w")}}
         if cfg.fd:
-            row["fd"] = fd_clf(run["images"], setup.dataset, f"FP VE {name}")
+            row["fd"] = frechet(run["images"], cfg, f"FP VE {name}")
         rows.append(row)
     return {"rows": rows}
 

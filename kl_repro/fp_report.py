@@ -34,6 +34,11 @@ def _fd(row) -> float | None:
     return None if not row.get("fd") else float(row["fd"]["value"])
 
 
+def _mname(rows) -> str:
+    """The Frechet metric's name in ``rows`` (``FD_clf`` on digits, ``FID`` with Inception features)."""
+    return next((r["fd"]["metric"] for r in rows if r.get("fd")), "FD")
+
+
 def _json_rows(rows, drop=("images", "x0", "groups")) -> list[dict]:
     out = []
     for r in rows:
@@ -66,7 +71,8 @@ def verdict_speed(t1: dict, paper: dict) -> str:
 
 
 def verdict_quality(t1: dict) -> str:
-    """One sentence on the FID cost, from FD_clf of FP against PC on the same score (never called FID)."""
+    """One sentence on the FID cost, from the Frechet distance of FP against PC on the same score (FD_clf is never called FID)."""
+    name = _mname(t1["rows"])
     parts = []
     for kind in ("ve", "vp"):
         pc = next(r for r in t1["rows"] if r["sde"] == kind and r["preset"] == "baseline")
@@ -74,15 +80,16 @@ def verdict_quality(t1: dict) -> str:
         if _fd(pc) is None:
             continue
         fp_text = ", ".join("%.3g (%s)" % (_fd(r), r["preset"]) for r in fps)
-        parts.append(f"{kind.upper()}: FD_clf {fp_text} against {_fd(pc):.3g} for PC")
+        parts.append(f"{kind.upper()}: {name} {fp_text} against {_fd(pc):.3g} for PC")
     if not parts:
-        return "Quality: FD_clf was not computed in this profile."
+        return "Quality: no Frechet distance was computed in this profile."
     floor = t1.get("fd_floor")
     worse = all(_fd(r) > _fd(next(p for p in t1["rows"] if p["sde"] == r["sde"] and p["preset"] == "baseline"))
                 for r in t1["rows"] if r["preset"] != "baseline" and _fd(r) is not None)
     return (f"Quality cost ({'same direction as the paper' if worse else 'not the paper direction'}): " + "; ".join(parts)
             + ("; held-out test images score %.3g (the floor)" % floor["value"] if floor else "")
-            + ". FD_clf is a Frechet distance in a small digits classifier's features, not FID; the paper's FID is 42-44 against 2.2-2.4.")
+            + (". FD_clf is a Frechet distance in a small classifier's features, not FID" if name == "FD_clf" else "")
+            + "; the paper's FID is 42-44 against 2.2-2.4.")
 
 
 def verdict_memorisation(t1: dict) -> str:
@@ -106,7 +113,7 @@ def artefact_table1(cfg: OperatorSamplerConfig, t1: dict, paper: dict) -> dict:
         "paper": paper["table1"],
         "verdict": {"speed": verdict_speed(t1, paper), "fid_cost": verdict_quality(t1), "memorisation": verdict_memorisation(t1)},
         "paper_summary": "FP 0.29-0.30 s/image vs PC1000 36-76 s; FID 42-44 vs 2.2-2.4",
-        "ours_summary": "; ".join("%s: %.3g s (1 img)" % (r["method"], r["time_1"]) + (", FD_clf %.3g" % _fd(r) if _fd(r) is not None else "")
+        "ours_summary": "; ".join("%s: %.3g s (1 img)" % (r["method"], r["time_1"]) + (", %s %.3g" % (r["fd"]["metric"], _fd(r)) if _fd(r) is not None else "")
                                   for r in t1["rows"] if r["sde"] == "ve"),
     }
 
@@ -130,7 +137,8 @@ def artefact_table2(cfg: OperatorSamplerConfig, t2: dict, paper: dict) -> dict:
     neff_text = ", ".join("%.2g" % r["n_eff_prior"] for r in rows)
     wfrac_text = ", ".join("%.2g" % r["n_eff_weights_over_M"] for r in rows)
     nn_text = ", ".join(str(r["distinct_nn"]) for r in rows)
-    verdict = (f"Effect of M: FD_clf is {_trend(Ms, fds)} in M ({fd_text}); the paper's FID rises monotonically (24.6 to 66.0 for "
+    name = _mname(rows)
+    verdict = (f"Effect of M: {name} is {_trend(Ms, fds)} in M ({fd_text}); the paper's FID rises monotonically (24.6 to 66.0 for "
                f"M = 500 to 5000). Sampling time for 100 images grows as M^{slope:.2f} (paper: roughly linear, 4.2 to 40.2 s). "
                f"Mechanisms (spec E4 (i)): effective number of prior draws {neff_text} (one VE prior draw dominates the projection "
                f"at every M), effective weights / M {wfrac_text}, distinct nearest training images {nn_text} of {rows[0]['n_samples']} samples.")
@@ -138,7 +146,7 @@ def artefact_table2(cfg: OperatorSamplerConfig, t2: dict, paper: dict) -> dict:
                      "groups": cfg.sweep_groups, "per_group": cfg.sweep_per_group, "rows": _json_rows(rows), "time_exponent": slope},
             "paper": paper["table2"], "verdict": {"effect_of_M": verdict},
             "paper_summary": "FID 24.6 -> 66.0 as M = 500 -> 5000; 100-image time ~linear in M",
-            "ours_summary": f"FD_clf {_trend(Ms, fds)} in M; time ~ M^{slope:.2f}"}
+            "ours_summary": f"{name} {_trend(Ms, fds)} in M; time ~ M^{slope:.2f}"}
 
 
 def artefact_table3(cfg: OperatorSamplerConfig, t3: dict, paper: dict) -> dict:
@@ -150,7 +158,8 @@ def artefact_table3(cfg: OperatorSamplerConfig, t3: dict, paper: dict) -> dict:
     disp = ", ".join("%.2g" % r["displacement_vs_L5_over_train_nn"] for r in rows)
     corr = ", ".join("%.2f" % r["weight_corr_with_L1"] for r in rows)
     lam = ", ".join("%.2g" % r["lam_spread_tau"] for r in rows)
-    verdict = (f"Robustness to L: FD_clf varies by {100 * spread:.0f}% of its mean across L = {Ls} (paper: all within 2.4 FID, "
+    name = _mname(rows)
+    verdict = (f"Robustness to L: {name} varies by {100 * spread:.0f}% of its mean across L = {Ls} (paper: all within 2.4 FID, "
                f"about 5%). With common random numbers samples move on average {disp} training-NN distances from their "
                f"L = {t3['ref_L']} counterparts; the weights correlate {corr} with the L = 1 weights, and the eigenvalue spread "
                f"|lam_L - lam_1| T is {lam}. Hypothesis (ii) of spec E4 (weights dominated by u_1) holds where the correlation stays near 1.")
@@ -158,7 +167,7 @@ def artefact_table3(cfg: OperatorSamplerConfig, t3: dict, paper: dict) -> dict:
                      "groups": cfg.sweep_groups, "per_group": cfg.sweep_per_group, "rows": _json_rows(rows)},
             "paper": paper["table3"], "verdict": {"robustness_to_L": verdict},
             "paper_summary": "FID 42.0-44.4 for L = 1..100; time ~constant",
-            "ours_summary": f"FD_clf spread {100 * spread:.0f}% across L"}
+            "ours_summary": f"{name} spread {100 * spread:.0f}% across L"}
 
 
 def verdict_targets(e2: dict) -> str:
@@ -274,7 +283,7 @@ def artefact_e4(cfg: OperatorSamplerConfig, ab: dict) -> dict:
             "verdict": {"ablations": "Against the paper preset (%d distinct nearest training images of %d, mean pairwise distance %.3g): "
                                      % (base["distinct_nn"], cfg.ablation_images, base["mean_pairwise"])
                                      + "; ".join("%s: %d distinct, pairwise %.3g%s" % (r["variant"], r["distinct_nn"], r["mean_pairwise"],
-                                                 (", FD_clf %.3g" % _fd(r)) if _fd(r) is not None else "") for r in rows[1:])
+                                                 (", %s %.3g" % (r["fd"]["metric"], _fd(r))) if _fd(r) is not None else "") for r in rows[1:])
                                      + (". Indistinguishable from the paper preset (mean pairwise distance within 0.1%%): %s (at t* = epsilon the ideal score vanishes at the references, "
                                         "so b = 0, K is the symmetric diffusion part and the Koopman/FP readings, the drift's sign and "
                                         "e^{+-lam T} barely differ)" % ", ".join(same) if same else ". No variant reproduced the paper preset's samples")
