@@ -392,7 +392,7 @@ class EvalConfig(Config):
     ref_images: int | None = None  # its first N images in file order (None: all; capped at the split's size)
     seed: int = 0  # image i of block 0 uses DDIM seed (seed, i); see sample_block
     batch_size: int = 100  # images per sampler and extractor call
-    sample_block: int = 10_000  # images per ddim_sample call (bounds memory); block b > 0 uses seed derive_seed(seed, "eval-block", b)
+    sample_block: int = 10_000  # images per ddim_sample call (bounds memory); image i is the same for any block size
     every: int | None = None  # hook only: evaluate when step % every == 0 (None: whenever the training loop calls hooks)
     kid: bool = True
     kid_subsets: int = 100  # torch-fidelity default
@@ -440,19 +440,17 @@ def ddim_blocks(net, run_cfg, num_samples: int, seed: int, batch_size: int = 100
                 device="cpu", progress: bool = False) -> Iterator:
     """DDIM samples of ``net`` under ``run_cfg`` (a RunConfig) in blocks of ``block`` images, float ``(n, C, H, W)``.
 
-    ``ddim_sample`` numbers images from 0 in each call, so block ``b > 0`` gets its own seed
-    ``derive_seed(seed, "eval-block", b)``; with ``num_samples <= block`` the images equal
-    ``ddim_sample(net, ..., num_samples, seed, ...)`` exactly.
+    Image ``i`` of the sample is image ``i`` of ``ddim_sample(..., seed)`` whatever the block size
+    (blocks pass ``first_index``), so a 50k evaluation starts with the images of a 10k one.
     """
-    from .data import data_shape, derive_seed
+    from .data import data_shape
     from .samplers import ddim_sample
 
     shape = data_shape(run_cfg.data)
-    for b, start in enumerate(range(0, num_samples, block)):
+    for start in range(0, num_samples, block):
         n = min(block, num_samples - start)
-        s = seed if b == 0 else derive_seed(seed, "eval-block", b)
-        yield ddim_sample(net, run_cfg.diffusion, run_cfg.sampler, n, s, min(batch_size, n), shape,
-                          device=device, progress=progress)
+        yield ddim_sample(net, run_cfg.diffusion, run_cfg.sampler, n, seed, min(batch_size, n), shape,
+                          device=device, progress=progress, first_index=start)
 
 
 def evaluate_model(net, run_cfg, cfg: EvalConfig = EvalConfig(), device=None, progress: bool = False) -> MetricResult:

@@ -23,7 +23,8 @@ from .config import Config, ConfigError, require
 
 import math  # noqa: E402
 
-from .data import generator as _seeded_generator  # noqa: E402
+from .data import derive_seed  # noqa: E402
+from .rng import counter_normal  # noqa: E402
 from .losses import DiffusionConfig, eps_predictor, make_grid  # noqa: E402
 
 
@@ -67,15 +68,19 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float, alpha_bar_
 
 def ddim_sample(net: torch.nn.Module, diff_cfg: DiffusionConfig, ddim_cfg: DDIMConfig, n: int, seed: int,
                 batch_size: int, data_shape: tuple[int, ...], device: str | torch.device = "cpu",
-                progress: bool = False) -> torch.Tensor:
+                progress: bool = False, first_index: int = 0) -> torch.Tensor:
     """Draw ``n`` samples ``(n, *data_shape)`` with DDIM (23) and the aggregated prediction (24) (float32, CPU).
 
     Images come out in [-1, 1] when ``clip_x0`` (the last step returns ``x0_hat``).  Image ``i``'s
-    noises come from a generator seeded by ``(seed, i)``, so the result does not depend on ``batch_size``.
+    noises are its own counter-based stream (:func:`kl_repro.rng.counter_normal` with key
+    ``derive_seed("ddim", seed)``: draw 0 is ``x_T``, then one draw per step), so the result does not
+    depend on ``batch_size``; images ``first_index .. first_index + n - 1`` are drawn, so a large
+    sample can be produced in pieces.
     """
-    for name, v in (("n", n), ("batch_size", batch_size)):
+    for name, v in (("n", n), ("batch_size", batch_size), ("first_index", first_index + 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+            raise ConfigError(f"{name} must be an integer >= {0 if name == 'first_index' else 1}, got {v!r}")
+    key = derive_seed("ddim", seed)
     grid = make_grid(diff_cfg)
     taus = ddim_timesteps(grid.T, ddim_cfg.S)
     alpha_bar = [float(a) for a in grid.alpha_bar]
@@ -94,14 +99,14 @@ def ddim_sample(net: torch.nn.Module, diff_cfg: DiffusionConfig, ddim_cfg: DDIMC
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
-                gens = [_seeded_generator("ddim", seed, i) for i in range(start, stop)]
-                draw = lambda: torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)  # noqa: E731
-                x = draw() * init_std
-                for j in reversed(range(len(taus))):
+                rows = range(first_index + start, first_index + stop)
+                draw = lambda k: counter_normal(key, rows, k, shape).to(device)  # noqa: E731
+                x = draw(0) * init_std
+                for n_draw, j in enumerate(reversed(range(len(taus))), start=1):
                     ab_t = alpha_bar[taus[j]]
                     ab_prev = alpha_bar[taus[j - 1]] if j > 0 else 1.0
                     eps = eps_hat(x, taus[j])
-                    z = draw() if j > 0 else torch.zeros_like(x)
+                    z = draw(n_draw) if j > 0 else torch.zeros_like(x)
                     x, _ = ddim_step(x, eps, ab_t, ab_prev, ddim_cfg.eta, ddim_cfg.clip_x0, z)
                     bar.update(stop - start)
                 out[start:stop] = x.float().cpu()

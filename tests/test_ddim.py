@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from kl_repro.config import ConfigError
-from kl_repro.data import Toy2D, generator
+from kl_repro.data import Toy2D, derive_seed, generator
+from kl_repro.rng import counter_normal
 from kl_repro.losses import DiffusionConfig, make_grid
 from kl_repro.nets import NetConfig, build_net
 from kl_repro.samplers import DDIMConfig, ddim_sample, ddim_timesteps
@@ -50,8 +51,9 @@ def test_eta_one_with_s_equal_t_is_ddpm_ancestral_sampling():
     tin = torch.tensor(make_grid(diff).time_input, dtype=torch.float32)
     ref = []
     for i in range(n):
-        g = generator("ddim", seed, i)  # image i's own stream: x_T first, then one draw per step
-        x = torch.randn(shape, generator=g)[None]
+        draws = iter(range(51))  # image i's own stream: x_T first, then one draw per step
+        noise = lambda: counter_normal(derive_seed("ddim", seed), [i], next(draws), shape)  # noqa: E731
+        x = noise()
         for t in reversed(range(50)):
             ab, ab_prev = abar[t], (abar[t - 1] if t > 0 else 1.0)
             beta = 1 - ab / ab_prev
@@ -59,7 +61,7 @@ def test_eta_one_with_s_equal_t_is_ddpm_ancestral_sampling():
             x0 = ((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
             mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
             var = beta * (1 - ab_prev) / (1 - ab)  # posterior variance beta_tilde
-            x = mean + math.sqrt(var) * torch.randn(shape, generator=g)[None] if t > 0 else mean
+            x = mean + math.sqrt(var) * noise() if t > 0 else mean
         ref.append(x[0])
     assert torch.allclose(out, torch.stack(ref), atol=1e-5)
     assert float(out.abs().max()) <= 1.0
