@@ -240,15 +240,7 @@ def reproduce(profile: str, build_root: Path | None = None, train: bool = True, 
         log(f"notebooks for profile '{profile}': {len(steps) - n_exec} reused, {n_exec} to execute")
         for job, what in steps:
             log(f"  {'reuse  ' if what == 'reuse' else 'execute'} {job.output}")
-        for i, (job, what) in enumerate(steps, 1):
-            if what == "reuse":
-                continue
-            log(f"[{i}/{len(steps)}] executing {job.output} ...")
-            rec = execute_notebook(job, profile, root, log)
-            if rec["status"] != "ok":
-                failures.append(f"notebook {job.output} ({rec['error']})")
-            else:
-                log(f"[{i}/{len(steps)}] {job.output} done in {rec['seconds']:.0f} s")
+        failures += _execute_all([job for job, what in steps if what == "execute"], profile, root, log)
         _write_pipeline_log(profile, time.time() - t_start)
         try:
             index = build_book(profile, build_root, root, log)
@@ -260,6 +252,45 @@ def reproduce(profile: str, build_root: Path | None = None, train: bool = True, 
         return 1
     log(f"reproduce finished in {time.time() - t_start:.0f} s")
     return 0
+
+
+def _notebook_workers() -> int:
+    """Notebooks executed at once: ``$KL_REPRO_NB_WORKERS``, default the CPU count capped at 2."""
+    return max(1, int(os.environ.get("KL_REPRO_NB_WORKERS", min(2, os.cpu_count() or 1))))
+
+
+def _execute_all(jobs: list[NotebookJob], profile: str, root: Path, log) -> list[str]:
+    """Execute ``jobs`` (independent of each other) in a small process pool; returns failure descriptions."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    if not jobs:
+        return []
+    failures = []
+    os.environ["KL_REPRO_RESULTS"] = str(store.results_root())
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    workers = min(_notebook_workers(), len(jobs))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(execute_notebook, job, profile, root, print): job for job in jobs}
+        for n, fut in enumerate(as_completed(futures), 1):
+            job = futures[fut]
+            try:
+                rec = fut.result()
+            except Exception as e:  # the worker died
+                rec = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": 0.0}
+            if rec["status"] != "ok":
+                failures.append(f"notebook {job.output} ({rec['error']})")
+                log(f"[{n}/{len(jobs)}] FAILED {job.output}")
+            else:
+                log(f"[{n}/{len(jobs)}] {job.output} done in {rec['seconds']:.0f} s")
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return failures
 
 
 def _train_stage(profile: str, log) -> list[str]:

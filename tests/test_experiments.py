@@ -1,0 +1,88 @@
+"""Paper A's run matrices as data, their validation, and the speed-up and verdict arithmetic."""
+
+import json
+
+import pytest
+
+from kl_repro import experiments as E
+from kl_repro import paper_a
+from kl_repro.config import ConfigError
+from kl_repro.profiles import PROFILES
+from kl_repro.reporting import artefact_registry
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_paper_table_and_figure_is_made_or_declared_absent(profile):
+    m = E.load_matrix(profile)
+    in_paper = {a["id"] for a in artefact_registry() if a["in_paper"] and a["id"].startswith("A.")}
+    assert in_paper <= m.artefacts(), sorted(in_paper - m.artefacts())
+    assert not (set(m.absent) & {a for r in m.runs for a in r.artefacts})  # absent means absent
+    plan = E.planned_runs(profile, m)  # every run's parameters validate
+    assert len({p.run_dir.name for p in plan}) == len(plan)  # distinct runs, distinct folders
+
+
+def test_every_run_is_a_notebook_03_page():
+    pages = E.training_pages("smoke")
+    assert len(pages) == len(E.planned_runs("smoke"))
+    name, title, params = pages[0]
+    assert params["profile"] == "smoke" and name.startswith("digits-baseline-b16")
+
+
+def test_fine_tuning_runs_start_from_the_baseline_run_of_the_same_seed():
+    plan = {p.key: p for p in E.planned_runs("cpu")}
+    ft = plan["digits/ft-kl8-b16@s0"]
+    assert ft.depends_on == "digits/baseline-b16@s0"
+    assert ft.run_config().init_from.endswith(plan[ft.depends_on].run_dir.name)
+
+
+def _matrix_with(monkeypatch, mutate):
+    from kl_repro import profiles
+
+    data = profiles.load_profile("smoke")
+    mutate(data["paper_a"])
+    monkeypatch.setattr(E, "load_profile", lambda name: data)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda s: s["run"].append(dict(s["run"][0])), "duplicate run ids"),
+    (lambda s: s["run"][0].update(artefacts=["A.fig99"]), "unknown artefact"),
+    (lambda s: s["run"][0].update(data="cifar"), "no \\[paper_a.defaults.cifar\\]"),
+    (lambda s: s["run"][0].update(colour="red"), "unknown key"),
+    (lambda s: s["run"][-1].update(init_from="nope"), "unknown run"),
+    (lambda s: s["run"][0]["params"].update(d_prime=3, model="kl", d=2), "d_prime"),
+])
+def test_bad_matrices_are_refused_before_any_run(monkeypatch, mutate, match):
+    _matrix_with(monkeypatch, mutate)
+    with pytest.raises(ConfigError, match=match):
+        E.planned_runs("smoke", E.load_matrix("smoke"))
+
+
+class _FakeResults(paper_a.Results):
+    def __init__(self, curves):
+        m = E.load_matrix("cpu")
+        super().__init__("cpu", m, E.planned_runs("cpu", m), curves)
+
+
+def _rows(seed, pairs):
+    return [{"seed": seed, "step": s, "value": v, "metric": "FD_clf", "opt_time_s": 0.0} for s, v in pairs]
+
+
+def test_speedup_is_the_ratio_of_steps_to_the_baseline_best():
+    base = _rows(0, [(250, 10.0), (500, 6.0), (750, 5.0), (1000, 5.5)]) + _rows(1, [(250, 9.0), (500, 4.0), (750, 4.5), (1000, 4.2)])
+    kl = _rows(0, [(250, 7.0), (500, 4.9), (750, 3.0), (1000, 2.0)]) + _rows(1, [(250, 8.0), (500, 7.0), (750, 5.0), (1000, 4.1)])
+    res = _FakeResults({"digits/baseline-b16": base, "digits/kl8-b16": kl})
+    sp = E_sp = paper_a.speedup(res, "digits")
+    pair = E_sp["pairs"][0]
+    assert pair["kl"] == "KL-8d-b16" and pair["baseline"] == "Baseline-b16"
+    # seed 0: baseline best 5.0 first at 750, KL <= 5.0 first at 500 -> 1.5x; seed 1: 4.0 at 500, KL never
+    assert [p["speedup"] for p in pair["per_seed"]] == [pytest.approx(1.5), None]
+    assert pair["reached"] == "1/2" and pair["mean"] == pytest.approx(1.5)
+    assert paper_a._verdict_speedup(sp, "digits").startswith("Partly holds")
+    assert json.dumps(sp)  # serialisable for the artefact
+
+
+def test_speedup_verdicts():
+    mk = lambda m: {"pairs": [{"kl": "KL-8d-b16", "baseline": "Baseline-b16", "mean": m, "min": m, "max": m, "reached": "2/2"}]}
+    assert paper_a._verdict_speedup(mk(2.5), "x").startswith("Holds")
+    assert paper_a._verdict_speedup(mk(1.0), "x").startswith("Does not hold")
+    assert paper_a._verdict_speedup(mk(None), "x").startswith("Does not hold")
