@@ -142,13 +142,19 @@ def _header_cell(job: NotebookJob, profile: str, seconds: float):
     return cell
 
 
-def execute_notebook(job: NotebookJob, profile: str, root: Path, log=print) -> dict:
-    """Execute one notebook with papermill; store it (and its record) only when it succeeds.
+def _papermill(job: NotebookJob, root: Path, out: Path) -> None:
+    import papermill as pm
+
+    pm.execute_notebook(str(job.source(root)), str(out), parameters=job.parameters, cwd=str(root),
+                        kernel_name="python3", progress_bar=False, log_output=False)
+
+
+def execute_notebook(job: NotebookJob, profile: str, root: Path, log=print, runner=None) -> dict:
+    """Execute one notebook (papermill, or ``runner(job, root, out)``); store it and its record only when it succeeds.
 
     Returns the record ``{"name", "status", "seconds", "key", "error"?}``.
     """
     import nbformat
-    import papermill as pm
 
     out_dir = _out_dir(profile)
     final = out_dir / f"{job.output}.ipynb"
@@ -160,8 +166,7 @@ def execute_notebook(job: NotebookJob, profile: str, root: Path, log=print) -> d
     t0 = time.time()
     record: dict[str, Any] = {"name": job.output, "notebook": job.stem, "key": key, "parameters": job.parameters}
     try:
-        pm.execute_notebook(str(job.source(root)), str(tmp), parameters=job.parameters, cwd=str(root),
-                            kernel_name="python3", progress_bar=False, log_output=False)
+        (runner or _papermill)(job, root, tmp)
     except Exception as e:  # papermill wraps the cell error; keep the partial notebook for debugging
         seconds = time.time() - t0
         failed = final.with_name(f"{Path(job.output).name}.failed.ipynb")
@@ -182,6 +187,42 @@ def execute_notebook(job: NotebookJob, profile: str, root: Path, log=print) -> d
     store.atomic_write_json(_record_path(profile, job), record)
     _record_path(profile, job).with_suffix(".failed.json").unlink(missing_ok=True)
     return record
+
+
+def execute_batch(jobs: list[NotebookJob], profile: str, root: Path, log=print) -> list[dict]:
+    """Execute notebooks one after another in ONE kernel (papermill's parameter injection, nbclient's execution).
+
+    For the per-run pages of ``03_train``: a fresh kernel per page would spend most of its time
+    importing torch.  Each page redefines every variable it uses (its parameters cell plus the
+    injected one), so sharing the kernel does not change what a page shows.
+    """
+    import nbformat
+    from jupyter_client.manager import start_new_kernel
+    from nbclient import NotebookClient
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    if not jobs:
+        return []
+    os.environ["KL_REPRO_RESULTS"] = str(store.results_root())
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(root))
+
+    def runner(job: NotebookJob, root: Path, out: Path) -> None:
+        nb = parameterize_notebook(load_notebook_node(str(job.source(root))), job.parameters,
+                                   kernel_name="python3", language="python")
+        client = NotebookClient(nb, km=km, timeout=None, kernel_name="python3",
+                                resources={"metadata": {"path": str(root)}})
+        client.kc = kc
+        try:
+            client.execute()
+        finally:
+            nbformat.write(nb, out)
+
+    try:
+        return [execute_notebook(job, profile, root, log, runner=runner) for job in jobs]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def _short_error(e: Exception) -> str:
@@ -271,19 +312,27 @@ def _execute_all(jobs: list[NotebookJob], profile: str, root: Path, log) -> list
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     workers = min(_notebook_workers(), len(jobs))
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    # the per-run pages share one kernel (execute_batch); every other notebook gets its own
+    pages = [j for j in jobs if j.stem == "03_train"]
+    tasks = [(tuple(pages), pool.submit(execute_batch, pages, profile, root, print))] if pages else []
+    tasks += [((j,), pool.submit(execute_notebook, j, profile, root, print)) for j in jobs if j.stem != "03_train"]
+    n = 0
     try:
-        futures = {pool.submit(execute_notebook, job, profile, root, print): job for job in jobs}
-        for n, fut in enumerate(as_completed(futures), 1):
-            job = futures[fut]
+        done_futs = {f: g for g, f in tasks}
+        for fut in as_completed(done_futs):
+            group = done_futs[fut]
             try:
-                rec = fut.result()
+                recs = fut.result()
+                recs = recs if isinstance(recs, list) else [recs]
             except Exception as e:  # the worker died
-                rec = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": 0.0}
-            if rec["status"] != "ok":
-                failures.append(f"notebook {job.output} ({rec['error']})")
-                log(f"[{n}/{len(jobs)}] FAILED {job.output}")
-            else:
-                log(f"[{n}/{len(jobs)}] {job.output} done in {rec['seconds']:.0f} s")
+                recs = [{"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": 0.0} for _ in group]
+            for job, rec in zip(group, recs):
+                n += 1
+                if rec["status"] != "ok":
+                    failures.append(f"notebook {job.output} ({rec['error']})")
+                    log(f"[{n}/{len(jobs)}] FAILED {job.output}")
+                else:
+                    log(f"[{n}/{len(jobs)}] {job.output} done in {rec['seconds']:.0f} s")
     except BaseException:
         for proc in list(getattr(pool, "_processes", {}).values()):
             proc.terminate()
