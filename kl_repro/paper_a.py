@@ -392,7 +392,7 @@ def sample_figure(res: Results, artefact: str, n: int = 64):
             ax.set_axis_off()
             continue
         toy = spec.data == "toy2d"
-        x = Run.open(p.run_dir).sample(1000 if toy else n, seed=1, batch_size=1000 if toy else n)
+        x = Run.open(p.run_dir).sample(500 if toy else n, seed=1, batch_size=500 if toy else n)
         if x.ndim == 4:
             plotting.show_grid(ax, x, title=spec.label)
         else:
