@@ -24,6 +24,16 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (``kill``) unwinds like Ctrl-C, so worker processes are stopped and finished work kept."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Train the profile's runs, execute every notebook, build the book (``make reproduce``)."""
     from pathlib import Path
@@ -33,6 +43,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .store import LockBusy
 
     check_profile_name(args.profile)
+    _terminate_as_interrupt()
     try:
         return reproduce(args.profile, build_root=Path(args.build_root) if args.build_root else None,
                          train=not args.no_train)

@@ -412,7 +412,7 @@ def run_matrix(profile: str, log=print, workers: int | None = None) -> list[str]
     ctx = multiprocessing.get_context("spawn")
     t_start, last_report = time.time(), time.time()
     running: dict[Any, tuple[PlannedRun, float]] = {}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=store.die_with_parent)
     try:
         while pending or running:
             for p in list(pending):

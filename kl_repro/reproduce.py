@@ -311,7 +311,8 @@ def _execute_all(jobs: list[NotebookJob], profile: str, root: Path, log) -> list
     os.environ["KL_REPRO_RESULTS"] = str(store.results_root())
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     workers = min(_notebook_workers(), len(jobs))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=store.die_with_parent)
     # the per-run pages share one kernel (execute_batch); every other notebook gets its own
     pages = [j for j in jobs if j.stem == "03_train"]
     tasks = [(tuple(pages), pool.submit(execute_batch, pages, profile, root, print))] if pages else []

@@ -220,3 +220,19 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     if not p.is_dir():
         raise ConfigError(f"{what} {str(p)!r} does not exist or is not a folder")
     return p
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this process when its parent dies (worker-pool initialiser).
+
+    Without it, killing ``make reproduce`` (even with ``kill -9``) would leave its training workers
+    running as orphans, writing to run folders no-one watches.  A no-op where ``prctl`` is missing.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
