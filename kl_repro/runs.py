@@ -68,6 +68,10 @@ class TrainConfig(Config):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA (paper), no on CPU
     device: Literal["auto", "cpu"] = "auto"  # auto: accelerate's choice (CUDA when present)
     threads: int | None = None  # torch CPU threads (None: torch's default); speed only, not part of the run hash
+    # --- fast paths (bench/bench_train.py measures each; the run hash holds them only when on) ---
+    compile: bool = False  # torch.compile the network (in place): fused kernels round differently, so it is a new run
+    tf32: bool = False  # CUDA: TF32 matmuls too (False: torch's defaults, TF32 convolutions only); no effect on CPU
+    fused_adamw: bool = False  # torch's fused AdamW kernel (CPU and CUDA): same update, rounded differently
     ema_beta: float = 0.995  # ema_pytorch.EMA as in lucidrains' Trainer
     ema_update_every: int = 10
     ema_update_after_step: int = 100
@@ -138,9 +142,16 @@ class RunConfig(Config):
 
 
 def _hash_view(cfg: RunConfig) -> dict[str, Any]:
-    """The config as hashed: data location, download permission, sampling chunk size and CPU threads do not change a run."""
+    """The config as hashed: data location, download permission, sampling chunk size and CPU threads do not change a run.
+
+    ``compile``, ``tf32`` and ``fused_adamw`` change the rounding of the results, so they enter the hash, but only when on:
+    runs made before these fields existed keep their names.
+    """
     d = to_dict(cfg)
     d["data"].pop("root"), d["data"].pop("download"), d["diffusion"].pop("chunk"), d["train"].pop("threads")
+    for fast_path in ("compile", "tf32", "fused_adamw"):
+        if not d["train"][fast_path]:
+            d["train"].pop(fast_path)
     if cfg.init_from is not None:
         d["init_from"] = Path(cfg.init_from).name  # the base run's name (which carries its hash), not the path
     return d
@@ -442,10 +453,26 @@ class Run:
         return None, None
 
     def prune_checkpoints(self, keep: int) -> None:
-        """Delete all but the newest ``keep`` checkpoints (with their sidecars)."""
+        """Delete all but the newest ``keep`` checkpoints (with their sidecars).
+
+        The checkpoint goes first: a kill in between leaves an orphan sidecar (removed by
+        :meth:`remove_stale_files`), never a checkpoint without its checksum.
+        """
         for path in self.checkpoints()[:-keep]:
-            _sidecar(path).unlink(missing_ok=True)
             path.unlink(missing_ok=True)
+            _sidecar(path).unlink(missing_ok=True)
+
+    def remove_stale_files(self) -> list[Path]:
+        """Delete what an interrupted writer leaves behind: ``.*.tmp`` files of :mod:`kl_repro.store`'s atomic
+        writes and checksum sidecars whose checkpoint is absent.  Call it only while holding the run's lock."""
+        stale = [p for p in self.dir.rglob(".*.tmp") if p.is_file()]
+        if self.ckpt_dir.is_dir():
+            stale += [s for s in self.ckpt_dir.glob("step-*.pt.sha256") if not s.with_name(s.name[: -len(".sha256")]).exists()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if stale:
+            log.info("removed %d stale file(s) of an interrupted write in %s", len(stale), self.dir)
+        return stale
 
     def load_model(self, ema: bool = True) -> nn.Module:
         """The model of the newest good checkpoint (EMA weights by default), on CPU in eval mode."""

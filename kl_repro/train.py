@@ -202,14 +202,18 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
     require(tc.B % (P * tc.grad_accum) == 0,
             f"B={tc.B} must be divisible by processes x grad_accum = {P} x {tc.grad_accum}")
     device = accelerator.device
+    if device.type == "cuda":  # process-wide switches, set for every run: TF32 everywhere, or torch's defaults
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tc.tf32, True
     loss_fn = build_loss(cfg.diffusion)
 
     from ema_pytorch import EMA
 
     torch.manual_seed(derive_seed(tc.seed, "init"))  # the network's initial weights depend on the seed only
     model = build_model(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay,
+                                  fused=tc.fused_adamw or None)
     if main:
+        run.remove_stale_files()  # temporary files and checksum sidecars left by a killed process
         path, payload = run.latest_checkpoint(quarantine=True)
     accelerator.wait_for_everyone()
     if not main:
@@ -230,6 +234,8 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
         if main:
             run.truncate_metrics(start)
         log.info("resuming %s from step %d (%s)", run.name, start, path.name)
+    if tc.compile:  # in place, after the EMA's copy: state-dict keys stay those of the plain module
+        model.compile()
     model, optimizer = accelerator.prepare(model, optimizer)
     if payload is not None:
         if accelerator.scaler is not None and payload.get("scaler") is not None:
@@ -238,6 +244,9 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
     if main:
         store.atomic_write_json(run.dir / "run.json", {
             "name": run.name, "device": str(device), "mixed_precision": mp, "num_processes": P,
+            "fast_paths": {"channels_last": cfg.net.channels_last, "mixed_precision": mp, "compile": tc.compile,
+                           "tf32": tc.tf32 and device.type == "cuda", "fused_adamw": tc.fused_adamw,
+                           "threads": torch.get_num_threads()},
             "n_params": count_parameters(accelerator.unwrap_model(model)), "resumed_from_step": start,
             "torch": torch.__version__, "started": _dt.datetime.now().isoformat(timespec="seconds"),
             "data_size": N, "data_shape": list(shape)})
