@@ -37,13 +37,13 @@ __all__ = [
 
 #: Library modules in floor order (see CONTRIBUTING.md), for the API reference.
 MODULES = (
-    "config", "store", "profiles", "plotting",
-    "kl", "schedules", "nets", "data", "kernels", "gedmd",
-    "losses", "sde", "paths",
+    "config", "store", "profiles", "plotting", "rng",
+    "kl", "schedules", "nets", "data", "kernels", "gedmd", "inception",
+    "losses", "sde", "paths", "features",
     "samplers", "fpsampler",
-    "train", "runs", "metrics",
-    "experiments",
-    "reporting",
+    "runs", "train", "metrics",
+    "experiments", "fp_experiments",
+    "paper_a", "fp_report", "reporting",
     "reproduce", "cli",
 )
 
