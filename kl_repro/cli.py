@@ -149,6 +149,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print a profile's paper-A runs: status (train, resume, evaluate, finished) and estimated time left."""
+    from .experiments import plan_table
+    from .profiles import check_profile_name
+
+    check_profile_name(args.profile)
+    rows, per_artefact = plan_table(args.profile)
+    for r in rows:
+        h = "?" if r["hours_left"] is None else f"{r['hours_left']:.2f} h"
+        print(f"{r['status']:9s} {r['run']:36s} {r['label']:18s} {r['steps']:>7d} steps  {h:>9s}")
+    total = sum(r["hours_left"] or 0 for r in rows)
+    print(f"\ntotal training time left: {total:.1f} h (one worker); per table/figure (runs may be shared):")
+    for a, h in sorted(per_artefact.items()):
+        print(f"  {a:16s} {h:8.1f} h")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kl-repro",
@@ -186,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--build-root", help="folder that receives book/ (default: the repository)")
     s.add_argument("--no-train", action="store_true", help="skip the training stage (notebooks reuse stored runs)")
     s.set_defaults(func=cmd_reproduce)
+
+    s = sub.add_parser("plan", help="list a profile's training runs, their status and the time they need")
+    s.add_argument("--profile", default="cpu", help="smoke | cpu (default) | mnist | paper")
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("book", help="rebuild the HTML book from stored results (no execution)")
     s.add_argument("--profile", default="cpu", help="smoke | cpu (default) | mnist | paper")

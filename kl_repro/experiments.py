@@ -43,6 +43,7 @@ __all__ = [
     "final_evaluation",
     "run_matrix",
     "training_pages",
+    "plan_table",
     "run_log_rows",
     "curves",
     "gradient_conflict",
@@ -349,6 +350,20 @@ def _fmt_s(s: float | None) -> str:
     return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
+def _init_worker(counter, n_gpus: int) -> None:
+    """Pool initialiser: die with the parent; with ``KL_REPRO_GPUS=N``, pin worker ``i`` to GPU ``i mod N``.
+
+    So ``KL_REPRO_WORKERS=8 KL_REPRO_GPUS=8 make reproduce PROFILE=paper`` trains eight runs at once,
+    one per GPU (set before the worker imports torch).
+    """
+    store.die_with_parent()
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    if n_gpus > 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % n_gpus)
+
+
 def _worker_task(profile: str, key: str, log_path: str) -> int:
     """Run :func:`worker` in a pool process with its output going to the run's log file."""
     import traceback
@@ -414,7 +429,9 @@ def run_matrix(profile: str, log=print, workers: int | None = None) -> list[str]
     ctx = multiprocessing.get_context("spawn")
     t_start, last_report = time.time(), time.time()
     running: dict[Any, tuple[PlannedRun, float]] = {}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=store.die_with_parent)
+    n_gpus = int(os.environ.get("KL_REPRO_GPUS", "0"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(ctx.Value("i", 0), n_gpus))
     try:
         while pending or running:
             for p in list(pending):
@@ -491,6 +508,24 @@ def training_pages(profile: str) -> list[tuple[str, str, dict]]:
     except ConfigError:
         return []
     return [(p.run_dir.name, f"{p.spec.label} ({p.spec.data}, seed {p.seed})", p.params) for p in plan]
+
+
+def plan_table(profile: str) -> tuple[list[dict], dict[str, float]]:
+    """Every planned run with its status and estimated hours left, and the hours each artefact needs.
+
+    Estimates come from a run's own measured steps when it has some, else from the matrix's
+    ``est_s_per_step`` (for the paper profile: the paper's Table 2 timings on one RTX 3090, scaled
+    by network batch and image area).
+    """
+    rows, per_artefact = [], {}
+    for p in planned_runs(profile):
+        est = _estimate_s(p)
+        hours = None if est is None else est / 3600
+        rows.append({"run": p.key, "label": p.spec.label, "status": _status(p), "steps": p.params["steps"],
+                     "hours_left": hours, "artefacts": ", ".join(p.spec.artefacts)})
+        for a in p.spec.artefacts:
+            per_artefact[a] = per_artefact.get(a, 0.0) + (hours or 0.0)
+    return rows, per_artefact
 
 
 def run_log_rows(profile: str) -> list[dict]:

@@ -1,8 +1,15 @@
-"""Shared fixtures: the `smoke` book, built once per test session in a temporary folder."""
+"""Shared fixtures: the `smoke` book, built once per test session in a temporary folder.
+
+The build is deliberately interrupted once (Ctrl-C after a few training runs finished) and then run
+again, so the same session checks that an interrupted ``make reproduce`` resumes without redoing
+finished runs (issue 7) and that the resumed build is complete.
+"""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,23 +17,41 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, results: Path, env_extra: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run ``kl-repro`` in a subprocess with its own results root."""
+def _env(results: Path, env_extra: dict | None = None) -> dict:
     env = dict(os.environ, KL_REPRO_RESULTS=str(results), PYTHONUNBUFFERED="1")
     env.update(env_extra or {})
+    return env
+
+
+def run_cli(*args, results: Path, env_extra: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``kl-repro`` in a subprocess with its own results root."""
     return subprocess.run([sys.executable, "-m", "kl_repro.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
+                          env=_env(results, env_extra), timeout=timeout, cwd=REPO)
+
+
+def _finished_runs(results: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime for p in (results / "smoke" / "runs").glob("*/finished.json")}
 
 
 @pytest.fixture(scope="session")
 def smoke_build(tmp_path_factory):
-    """``kl-repro reproduce --profile smoke`` into a temporary results root and build folder."""
+    """``kl-repro reproduce --profile smoke``, interrupted after 3 finished runs, then run to the end."""
     reuse = os.environ.get("KL_REPRO_TEST_BUILD")  # developer shortcut: reuse an existing smoke build
     if reuse:
         b = Path(reuse)
         return {"proc": None, "results": Path(os.environ.get("KL_REPRO_RESULTS", "results")), "build": b,
-                "html": b / "book" / "_build" / "html"}
+                "html": b / "book" / "_build" / "html", "interrupted": None, "before": {}}
     base = tmp_path_factory.mktemp("smoke")
     results, build = base / "results", base / "build"
-    proc = run_cli("reproduce", "--profile", "smoke", "--build-root", str(build), results=results)
-    return {"proc": proc, "results": results, "build": build, "html": build / "book" / "_build" / "html"}
+    cmd = [sys.executable, "-m", "kl_repro.cli", "reproduce", "--profile", "smoke", "--build-root", str(build)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=_env(results), cwd=REPO)
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None and len(_finished_runs(results)) < 3:
+        time.sleep(0.5)
+    first.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the training stage
+    out_first, _ = first.communicate(timeout=120)
+    before = {k: v for k, v in _finished_runs(results).items()}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(results), timeout=900, cwd=REPO)
+    return {"proc": proc, "results": results, "build": build, "html": build / "book" / "_build" / "html",
+            "interrupted": (first.returncode, out_first), "before": before}

@@ -18,14 +18,58 @@ def test_smoke_reproduce_builds_the_book_with_both_chapters(smoke_build):
     html = smoke_build["html"]
     assert (html / "index.html").exists()
     assert str(html / "index.html") in proc.stdout  # the command says where the book is
-    for chapter in ("01_kl_expansion", "02_path_smoothness"):
+    for chapter in ("01_kl_expansion", "02_path_smoothness", "04_paper_a_results", "05_eigen_spectra",
+                    "06_operator_sampler"):
         page = (html / "executed" / f"{chapter}.html").read_text()
         images = re.findall(r'<img[^>]+src="([^"]+)"', page)
         assert len(images) >= 3, chapter
         for src in images:
             assert (html / "executed" / src).resolve().stat().st_size > 1000
-    index = (html / "index.html").read_text() + (html / "intro.html").read_text() if (html / "intro.html").exists() else (html / "index.html").read_text()
-    assert "Status of every table and figure" in index
+    pages = list((html / "executed" / "runs").glob("*.html"))
+    from kl_repro.experiments import planned_runs
+    assert len(pages) == len(planned_runs("smoke"))  # one page per training run
+    assert "Status of every table and figure" in (html / "intro.html").read_text()
+
+
+def test_an_interrupted_reproduce_resumes_without_redoing_finished_runs(smoke_build):
+    if smoke_build["interrupted"] is None:
+        pytest.skip("reusing a developer build")
+    code, out = smoke_build["interrupted"]
+    assert code == 130, out[-2000:]  # Ctrl-C: stopped, status says interrupted
+    before = smoke_build["before"]
+    assert len(before) >= 3
+    second = smoke_build["proc"].stdout
+    runs = smoke_build["results"] / "smoke" / "runs"
+    for name, mtime in before.items():
+        assert (runs / name / "finished.json").stat().st_mtime == mtime  # not retrained
+    reused = int(re.search(r"paper A runs for profile 'smoke': (\d+) reused", second).group(1))
+    assert reused >= len(before) - 1  # (a run stopped during its final evaluation is evaluated, not retrained)
+
+
+def test_every_artefact_of_the_profile_exists_and_is_not_empty(smoke_build):
+    from kl_repro.experiments import load_matrix
+    from kl_repro.reporting import artefact_registry
+
+    arts = smoke_build["results"] / "smoke" / "artefacts"
+    wanted = {a["id"] for a in artefact_registry()} | load_matrix("smoke").artefacts()
+    for art in sorted(wanted):
+        path = arts / f"{art}.json"
+        assert path.exists(), art
+        data = json.loads(path.read_text())
+        assert data.get("verdict"), art
+        if data.get("figure"):
+            assert (arts / data["figure"]).stat().st_size > 2000, art
+
+
+def test_status_table_has_a_row_for_every_table_and_figure(smoke_build):
+    from kl_repro.experiments import load_matrix
+    from kl_repro.reporting import artefact_registry
+
+    page = (smoke_build["html"] / "intro.html").read_text()
+    in_paper = [a["id"] for a in artefact_registry() if a["in_paper"]]
+    assert len([a for a in in_paper if a.startswith("B.")]) == 5  # paper B: Tables 1-3, Figs. 1-2
+    for art in set(in_paper) | load_matrix("smoke").artefacts():
+        assert f"<strong>{art}</strong>" in page, art
 
 
 def test_second_run_reuses_everything(smoke_build):
