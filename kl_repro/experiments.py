@@ -487,12 +487,15 @@ def worker(profile: str, key: str) -> int:
     require(p is not None, f"profile {profile}: no planned run {key!r}")
     from .train import train
 
+    from accelerate import PartialState
+
     ev = m.evals.get(p.spec.data)
-    if p.spec.step0_eval and ev is not None:
-        step0_evaluation(p, ev)
     cfg = p.run_config()
+    main = PartialState(cpu=cfg.train.device == "cpu").is_main_process  # under `accelerate launch`: rank 0 evaluates
+    if p.spec.step0_eval and ev is not None and main:
+        step0_evaluation(p, ev)
     run = train(cfg, p.run_dir.parent, hooks=eval_hooks(p, ev) if ev else [], progress=True)
-    if p.spec.evaluate and ev is not None:
+    if p.spec.evaluate and ev is not None and main:
         result = final_evaluation(p, ev)
         print(f"final {result.get('metric')}: {result.get('value')}", flush=True)
     print(f"finished {run.dir}", flush=True)
