@@ -133,9 +133,10 @@ def _header_cell(job: NotebookJob, profile: str, seconds: float):
     import nbformat
 
     params = ", ".join(f"`{k} = {v!r}`" for k, v in job.parameters.items())
+    # a colon fence: a backtick fence's info string may not contain backticks (CommonMark)
     text = (
-        f"```{{admonition}} Executed for profile `{profile}`\n:class: note\n"
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds:.0f} s. Parameters: {params}.\n```"
+        f":::{{admonition}} Executed for profile {profile}\n:class: note\n"
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds:.0f} s. Parameters: {params}.\n:::"
     )
     cell = nbformat.v4.new_markdown_cell(text)
     cell.metadata["tags"] = ["kl-repro-header"]
@@ -178,9 +179,15 @@ def execute_notebook(job: NotebookJob, profile: str, root: Path, log=print, runn
         return record
     seconds = time.time() - t0
     nb = nbformat.read(tmp, as_version=4)
-    nb.cells.insert(0, _header_cell(job, profile, seconds))
-    if job.title:
+    # the header goes right after the page's title (its first heading), so the title stays the page's first line
+    first_md = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.lstrip().startswith("#")), None)
+    if job.title and first_md is not None:  # a per-run page: the run's name replaces the notebook's title
+        lines = nb.cells[first_md].source.lstrip().splitlines()
+        nb.cells[first_md].source = "\n".join([f"# {job.title}"] + lines[1:])
+    elif job.title:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {job.title}"))
+        first_md = 0
+    nb.cells.insert(0 if first_md is None else first_md + 1, _header_cell(job, profile, seconds))
     nbformat.write(nb, tmp)
     os.replace(tmp, final)
     record.update(status="ok", seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
