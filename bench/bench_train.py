@@ -410,7 +410,7 @@ def run(quick: bool = False, threads: int | None = 1) -> dict:
         out["targets"]["not slower than the reference trainer (sign test p >= 0.05)"] = ref["sign_test_p_ours_slower"] >= 0.05
         fp = fast_paths(small, res, B, n_rounds, dev)
         out["fast_paths_small"], out["fast_paths_small_notes"] = fp["rows"], fp["notes"]
-        out["loop_overhead"] = loop_overhead(small, res, B, 4 if quick else 8, 1 if quick else 3, dev)
+        out["loop_overhead"] = loop_overhead(small, res, B, 4 if quick else 16, 1 if quick else 3, dev)
         if not quick:  # the paper's U-Net (35.7 M parameters) at 32x32: the one-evaluation-per-image models
             out["paper_net"] = {**PAPER_NET, "data": "digits resized to 32x32 (1 channel)", "B": B,
                                 "note": "KL-8d and KL-10d4 (8 and 4 evaluations per image) left out for time"}
