@@ -400,7 +400,7 @@ def run_matrix(profile: str, log=print, workers: int | None = None) -> list[str]
     run's newest checkpoint; running again resumes.
     """
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     m = load_matrix(profile)
     plan = planned_runs(profile, m)
@@ -430,9 +430,7 @@ def run_matrix(profile: str, log=print, workers: int | None = None) -> list[str]
     t_start, last_report = time.time(), time.time()
     running: dict[Any, tuple[PlannedRun, float]] = {}
     n_gpus = int(os.environ.get("KL_REPRO_GPUS", "0"))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(ctx.Value("i", 0), n_gpus))
-    try:
+    with store.worker_pool(workers, _init_worker, (ctx.Value("i", 0), n_gpus), ctx) as pool:
         while pending or running:
             for p in list(pending):
                 if len(running) >= workers:
@@ -471,12 +469,6 @@ def run_matrix(profile: str, log=print, workers: int | None = None) -> list[str]
                 names = ", ".join(f"{p.key} {_progress_step(p)}/{p.params['steps']}" for p, _ in running.values())
                 log(f"  progress {100 * trained / total_steps:5.1f}% of steps, {_fmt_s(time.time() - t_start)} "
                     f"elapsed; running: {names}")
-    except BaseException:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
     return failures
 
 

@@ -426,15 +426,24 @@ def _final_value(res: Results, rid: str) -> float | None:
     return float(np.mean([x["value"] for x in f])) if f else None
 
 
-def fig4(res: Results):
-    """Partial loss: KL-10d1..d4 against the full KL-10d (paper A, Fig. 4)."""
+def _curves_figure(res: Results, key: str):
+    """``(fig, ax, run ids)`` with the metric curves of artefact ``key``'s runs, or ``None`` where it is absent."""
     import matplotlib.pyplot as plt
 
-    if absent(res, "A.fig4"):
+    if absent(res, key):
         return None
-    ids = [r.id for r in res.runs("A.fig4")]
+    ids = [r.id for r in res.runs(key)]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     _plot_curves(ax, res, ids)
+    return fig, ax, ids
+
+
+def fig4(res: Results):
+    """Partial loss: KL-10d1..d4 against the full KL-10d (paper A, Fig. 4)."""
+    made = _curves_figure(res, "A.fig4")
+    if made is None:
+        return None
+    fig, ax, ids = made
     ax.set_title(f"Fig. 4 – partial KL loss ({res.matrix.spec(ids[0]).data})")
     finals = {res.matrix.spec(i).label: _final_value(res, i) for i in ids}
     partial = [(res.matrix.spec(i).params.get("d_prime"), finals[res.matrix.spec(i).label]) for i in ids
@@ -625,13 +634,10 @@ def table3(res: Results) -> list[dict]:
 
 def baseline_t20(res: Results):
     """The Baseline-T20 control: is KL's advantage the 20 training noise levels? (spec ambiguity 6)."""
-    import matplotlib.pyplot as plt
-
-    if absent(res, "A.baseline_t20"):
+    made = _curves_figure(res, "A.baseline_t20")
+    if made is None:
         return None
-    ids = [r.id for r in res.runs("A.baseline_t20")]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    _plot_curves(ax, res, ids)
+    fig, ax, ids = made
     ax.set_title("Baseline on T = 1000 and on the KL models' T = 20 levels, against KL-8d")
     finals = {res.matrix.spec(i).label: _final_value(res, i) for i in ids}
     b1000, b20, kl8 = finals.get("Baseline-b16"), finals.get("Baseline-T20-b16"), finals.get("KL-8d-b16")

@@ -309,8 +309,7 @@ def _notebook_workers() -> int:
 
 def _execute_all(jobs: list[NotebookJob], profile: str, root: Path, log) -> list[str]:
     """Execute ``jobs`` (independent of each other) in a small process pool; returns failure descriptions."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing
+    from concurrent.futures import as_completed
 
     if not jobs:
         return []
@@ -318,14 +317,12 @@ def _execute_all(jobs: list[NotebookJob], profile: str, root: Path, log) -> list
     os.environ["KL_REPRO_RESULTS"] = str(store.results_root())
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     workers = min(_notebook_workers(), len(jobs))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=store.die_with_parent)
-    # the per-run pages share one kernel (execute_batch); every other notebook gets its own
-    pages = [j for j in jobs if j.stem == "03_train"]
-    tasks = [(tuple(pages), pool.submit(execute_batch, pages, profile, root, print))] if pages else []
-    tasks += [((j,), pool.submit(execute_notebook, j, profile, root, print)) for j in jobs if j.stem != "03_train"]
     n = 0
-    try:
+    with store.worker_pool(workers) as pool:
+        # the per-run pages share one kernel (execute_batch); every other notebook gets its own
+        pages = [j for j in jobs if j.stem == "03_train"]
+        tasks = [(tuple(pages), pool.submit(execute_batch, pages, profile, root, print))] if pages else []
+        tasks += [((j,), pool.submit(execute_notebook, j, profile, root, print)) for j in jobs if j.stem != "03_train"]
         done_futs = {f: g for g, f in tasks}
         for fut in as_completed(done_futs):
             group = done_futs[fut]
@@ -341,12 +338,6 @@ def _execute_all(jobs: list[NotebookJob], profile: str, root: Path, log) -> list
                     log(f"[{n}/{len(jobs)}] FAILED {job.output}")
                 else:
                     log(f"[{n}/{len(jobs)}] {job.output} done in {rec['seconds']:.0f} s")
-    except BaseException:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
     return failures
 
 

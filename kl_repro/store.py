@@ -236,3 +236,28 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, initializer=None, initargs: tuple = (), mp_context=None):
+    """A spawn-context process pool whose workers die with this process and with an interruption.
+
+    On any exception (``KeyboardInterrupt`` and ``SystemExit`` included) the workers are terminated and
+    queued tasks cancelled before the exception goes on, so Ctrl-C or a kill of ``make reproduce`` never
+    waits for a training run to finish; on normal exit the pool is shut down after its tasks.
+    ``initializer`` defaults to :func:`die_with_parent` (a custom one should call it).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context or multiprocessing.get_context("spawn"),
+                               initializer=initializer or die_with_parent, initargs=initargs)
+    try:
+        yield pool
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+

@@ -17,6 +17,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def one_thread():
+    """One torch and one BLAS thread: small problems run fastest so on a shared 2-core machine (speed only)."""
+    from threadpoolctl import threadpool_limits
+
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _env(results: Path, env_extra: dict | None = None) -> dict:
     env = dict(os.environ, KL_REPRO_RESULTS=str(results), PYTHONUNBUFFERED="1")
     env.update(env_extra or {})

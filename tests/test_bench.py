@@ -21,12 +21,7 @@ from kl_repro.train import train  # noqa: E402
 NET = dict(dim=8, dim_mults=(1, 2), attn_heads=1, attn_dim_head=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.mark.parametrize("model,fast", [("baseline", {}), ("KL-10d4", {}), ("KL*-8d", {"fused_adamw": True})])

@@ -11,13 +11,7 @@ from kl_repro.config import ConfigError
 from kl_repro.data import DataConfig, Toy2D, data_shape, derive_seed, generator, load_dataset, load_images, to_float
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread, and do not fight other processes for the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_digits_images_labels_and_split():

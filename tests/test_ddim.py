@@ -15,13 +15,7 @@ from kl_repro.nets import NetConfig, build_net
 from kl_repro.samplers import DDIMConfig, ddim_sample, ddim_timesteps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread, and do not fight other processes for the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class WavyNet(nn.Module):

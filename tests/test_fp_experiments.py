@@ -13,16 +13,7 @@ from kl_repro.config import ConfigError
 from kl_repro.profiles import PROFILES, notebook_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one torch/BLAS thread avoids thread overhead on shared 2-core machines (speed only)."""
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

@@ -13,16 +13,7 @@ from kl_repro.kernels import gram, log_gram
 from kl_repro.sde import VESDE, GaussianMixture, IdealScore, MixtureScore
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one torch/BLAS thread avoids thread overhead on shared 2-core machines (speed only)."""
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ---------------------------------------------------------------- T7: Langevin and the KDE score

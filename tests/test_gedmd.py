@@ -16,16 +16,7 @@ from kl_repro.fpsampler import coefficients, drift_at, mode_weights, prior_log_m
 from kl_repro.sde import VESDE, VPSDE, GaussianMixture, MixtureScore
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one torch/BLAS thread avoids thread overhead on shared 2-core machines (speed only)."""
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def he(n, x):

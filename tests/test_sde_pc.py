@@ -22,16 +22,7 @@ from kl_repro.sde import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one torch/BLAS thread avoids thread overhead on shared 2-core machines (speed only)."""
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_vp_marginals_match_the_schedule_and_score_sde():
