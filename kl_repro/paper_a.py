@@ -67,6 +67,18 @@ class Results:
 
         return [Run.open(p.run_dir).metrics("train") for p in self.planned(run_id) if (p.run_dir / "config.json").exists()]
 
+    def fast_paths(self, run_id: str) -> str | None:
+        """The fast paths the run trained with (``run.json``, issue 8): the ones switched on, precision and threads."""
+        from .runs import Run
+
+        for p in self.planned(run_id):
+            fp = Run.open(p.run_dir).info().get("fast_paths") if (p.run_dir / "run.json").exists() else None
+            if fp:
+                on = [name for name in ("channels_last", "compile", "tf32", "fused_adamw") if fp.get(name)]
+                prec = fp.get("mixed_precision", "no")
+                return ", ".join([*on, "fp32" if prec == "no" else prec, f"{fp.get('threads', '?')} thread(s)"])
+        return None
+
     def eval_note(self, run_id: str) -> str:
         spec = self.matrix.spec(run_id)
         ev = self.matrix.evals.get(spec.data)
@@ -168,6 +180,7 @@ def table1(res: Results) -> list[dict]:
                 "final samples": final[0].get("num_samples") if final else None,
                 "seeds": len(best) or len(final),
                 "paper best FID": paper_rows.get(paper_data, {}).get(spec.label.split(" ")[0]),
+                "fast paths": res.fast_paths(rid),
             })
     ours_summary = "; ".join(f"{r['our data']} {r['run']}: {r['final']:.3g}" for r in rows
                              if r["final"] is not None and r["paper data set"] == "MNIST-32")
@@ -566,7 +579,7 @@ def table2(res: Results) -> list[dict]:
         peak = max(r["peak_mem_mb"] for r in tr)
         rows.append({"run": spec.label, "median step (ms)": 1000 * step_s, "hours per 10k steps": step_s * 1e4 / 3600,
                      "peak memory (MB)": peak, "paper VRAM (MB)": pv["vram_mb"].get(spec.label),
-                     "paper time per 10k steps": pv["time_text"].get(spec.label)})
+                     "paper time per 10k steps": pv["time_text"].get(spec.label), "fast paths": res.fast_paths(spec.id)})
     base = next((r for r in rows if r["run"].startswith("Baseline")), None)
     for r in rows:
         r["time / baseline"] = r["median step (ms)"] / base["median step (ms)"] if base else None
@@ -610,7 +623,7 @@ def table3(res: Results) -> list[dict]:
             continue
         curve = {r["step"]: r["value"] for r in res.curve(s.id) if r["seed"] == 0}
         name = s.label if s.init_from else f"{s.label} (w/o)"
-        rows.append({"run": name, **{f"step {k}": curve.get(k) for k in steps}})
+        rows.append({"run": name, **{f"step {k}": curve.get(k) for k in steps}, "fast paths": res.fast_paths(s.id)})
     w = next((r for r in rows if r["run"] == "KL-8d-b16 (w)"), None)
     wo = next((r for r in rows if r["run"] == "KL-8d-b16 (w/o)"), None)
     first = next((k for k in steps if k > 0), None)

@@ -110,3 +110,12 @@ def test_a_failing_notebook_is_named_and_the_others_are_kept(tmp_path):
     assert (nb_dir / "02_path_smoothness.failed.ipynb").exists()
     # the book is still built from what succeeded
     assert (tmp_path / "build" / "book" / "_build" / "html" / "executed" / "01_kl_expansion.html").exists()
+
+
+def test_results_tables_record_the_fast_paths_of_each_run(smoke_build):
+    """Issue 8: every results table names the fast paths its runs trained with (smoke: fp32, one thread)."""
+    arts = smoke_build["results"] / "smoke" / "artefacts"
+    for art in ("A.table1", "A.table2", "A.table3"):
+        rows = json.loads((arts / f"{art}.json").read_text())["ours"]["rows"]
+        assert rows, art
+        assert all(r["fast paths"] == "fp32, 1 thread(s)" for r in rows), (art, [r["fast paths"] for r in rows])
