@@ -658,9 +658,11 @@ def baseline_t20(res: Results):
         verdict = "Cannot be tested: runs missing."
     else:
         verdict = (f"Baseline-T20 ends at {b20:.3g}, Baseline (T = 1000) at {b1000:.3g}, KL-8d at {kl8:.3g}: "
-                   + ("the 20-level grid alone explains KL's advantage here." if b20 <= kl8 else
-                      "KL keeps an advantage over a baseline trained on the same 20 levels." if kl8 < min(b20, b1000) else
-                      "KL does not beat the baselines here."))
+                   + (f"KL-8d has no advantage over the baseline here, so the control has nothing to explain; training the "
+                      f"baseline on 20 levels {'helps' if b20 < b1000 else 'does not help'} it."
+                      if kl8 >= b1000 else
+                      "the 20-level grid alone accounts for KL's advantage here." if b20 <= kl8 else
+                      "KL keeps an advantage over a baseline trained on the same 20 levels."))
     store.save_artefact(res.profile, "A.baseline_t20", {
         "title": "Baseline-T20 control", "ours": {"final": finals},
         "paper": {"claim": "T = 20 would dramatically decrease the performance of the baseline (not run in the paper)",
