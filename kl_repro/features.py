@@ -273,11 +273,16 @@ class ClassifierConfig(Config):
     little; a classifier of the data itself gives a Fréchet distance in features that separate the
     classes.  Trained in seconds on CPU, cached by content.  Features: the ``feature_dim``-d layer
     before the logits (pre-activation).
+
+    The last conv maps are averaged onto a ``pool`` x ``pool`` grid, not globally: on 32x32 MNIST the
+    convolutions see about 15 pixels, and a global average of such local features left the classifier at
+    37 % held-out accuracy (300 steps); a 2x2 grid reaches 96 % (1,000 steps), and 95 % on 8x8 digits.
     """
 
     width: int = 16  # channels of the first conv; 2x and 4x in the next two (stride 2)
     feature_dim: int = 64
-    steps: int = 300
+    pool: int = 2  # average the last conv maps onto a pool x pool grid (1: global average pooling)
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 2e-3
     max_train_images: int = 20_000  # the first N images (file order) of the training split
@@ -286,7 +291,7 @@ class ClassifierConfig(Config):
     num_threads: int = 1  # torch CPU threads while training: a net this small runs 2-5x faster on one (measured, 2 cores)
 
     def check(self) -> None:
-        for f in ("width", "feature_dim", "steps", "batch_size", "max_train_images", "num_threads"):
+        for f in ("width", "feature_dim", "pool", "steps", "batch_size", "max_train_images", "num_threads"):
             require(getattr(self, f) >= 1, f"{f} must be >= 1, got {getattr(self, f)}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(0 < self.held_out < 1, f"held_out must be in (0, 1), got {self.held_out}")
@@ -300,8 +305,8 @@ def _classifier_net(num_classes: int, cfg: ClassifierConfig):
         nn.Conv2d(3, w, 3, padding=1), nn.SiLU(),
         nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),
         nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(4 * w, cfg.feature_dim),  # features: output of this layer
+        nn.AdaptiveAvgPool2d(cfg.pool), nn.Flatten(),
+        nn.Linear(4 * w * cfg.pool ** 2, cfg.feature_dim),  # features: output of this layer
         nn.SiLU(), nn.Linear(cfg.feature_dim, num_classes),
     )
 

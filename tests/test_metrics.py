@@ -221,6 +221,19 @@ def test_classifier_learns_digits_and_is_deterministic(digits):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+def test_classifier_sees_where_strokes_are_at_32x32(digits):
+    """Digits blown up to 32x32 (MNIST's size): the pooled grid keeps the layout that a global average loses.
+
+    With global average pooling (pool=1) the convolutions' ~15-pixel view was all the classifier had; on
+    real MNIST-32 that gave 37 % held-out accuracy against 96 % with the 2x2 grid.
+    """
+    x, y = digits
+    big = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    acc = {pool: M.train_classifier(M.to_uint8_rgb(big), y, M.ClassifierConfig(steps=300, pool=pool))[1] for pool in (1, 2)}
+    assert acc[2] > 0.8, acc  # 0.88 measured (global pooling: 0.57)
+    assert acc[2] > acc[1] + 0.1, acc
+
+
 def test_classifier_logits_give_an_inception_style_score(digits):
     """An extractor with logits reports IS_<name>, equal to torch-fidelity's IS on the same logits."""
     from torch_fidelity.metric_isc import isc_features_to_metric
