@@ -27,7 +27,7 @@ def _timed(fn, repeats: int = 1) -> float:
 
 def run(quick: bool = False) -> dict:
     """Inception images/s (batch 10 when quick, else 50, after one warm-up batch) and extrapolated FID costs."""
-    from kl_repro import metrics as M
+    from kl_repro.evaluation import metrics as M
 
     batch, n_batches = (10, 1) if quick else (50, 3)
     t_build = time.perf_counter()

@@ -45,7 +45,7 @@ def threads(n: int | None):
 
 def _images(n: int, quick: bool) -> tuple[torch.Tensor, str]:
     """``n`` images in [0, 1] ``(n, C, H, W)`` float64: MNIST 28x28 if available, else digits (8x8), else uniform noise."""
-    from kl_repro.config import ConfigError
+    from kl_repro.core.config import ConfigError
     from kl_repro.data import DataConfig, load_images
 
     if not quick:
@@ -59,7 +59,7 @@ def _images(n: int, quick: bool) -> tuple[torch.Tensor, str]:
 
 
 def _points_784(M: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    from kl_repro.config import ConfigError
+    from kl_repro.core.config import ConfigError
     from kl_repro.data import DataConfig, load_images
 
     try:
@@ -77,9 +77,9 @@ def gedmd_setup_time(M: int, seed: int = 0) -> dict:
     The drift is the VE reverse drift of the ideal score of the points themselves at ``sigma(t*) = 0.5``
     on perturbed copies (non-zero, realistic); its cost (M score calls) is reported separately.
     """
-    from kl_repro import gedmd
-    from kl_repro.fpsampler import drift_at
-    from kl_repro.sde import VESDE, IdealScore
+    from kl_repro.paper_b import gedmd
+    from kl_repro.paper_b.fpsampler import drift_at
+    from kl_repro.paper_b.sde import VESDE, IdealScore
 
     X, source = _points_784(M, seed)
     sde = VESDE()
@@ -106,9 +106,9 @@ def _timed(fn):
 
 def pc_vs_fp(quick: bool) -> dict:
     """Per-image times of PC1000 and of the FP sampler (paper preset, VE) with the same ideal score."""
-    from kl_repro import fpsampler as fp
-    from kl_repro.samplers import pc_preset, pc_sample
-    from kl_repro.sde import VESDE, IdealScore
+    from kl_repro.paper_b import fpsampler as fp
+    from kl_repro.paper_a.ddim import pc_preset, pc_sample
+    from kl_repro.paper_b.sde import VESDE, IdealScore
 
     n_pool = 300 if quick else 2000
     pool, source = _images(n_pool, quick)

@@ -1,6 +1,6 @@
 """Benchmark of DDIM sampling (paper A, eqs. (23)-(24)) on this machine (not a test; ``make bench`` or run this file).
 
-Images per second of ``kl_repro.samplers.ddim_sample`` for the baseline (S = 20 of T = 1000) and the
+Images per second of ``kl_repro.paper_a.ddim.ddim_sample`` for the baseline (S = 20 of T = 1000) and the
 KL models (S = T = 20; KL-8d evaluates the network on ``8 x batch`` rows per step, KL*-8d on ``batch``
 rows), measured side by side in interleaved rounds on randomly initialised networks (the cost does
 not depend on the weights), with the peak memory of each call and the effect of
@@ -28,8 +28,8 @@ from bench.common import PeakMemory, device, load_average, rounds  # noqa: E402
 def _sampler(model: str, net: dict, resolution: int, dev, chunk: int | None = None):
     """``(draw(n, batch_size), cfg)``: DDIM with the run's default sampler (baseline S = 20, KL S = T) on a fresh network."""
     from kl_repro.data import derive_seed, data_shape
-    from kl_repro.runs import build_model
-    from kl_repro.samplers import ddim_sample
+    from kl_repro.paper_a.training.run import build_model
+    from kl_repro.paper_a.ddim import ddim_sample
 
     cfg = run_config(model, net, resolution, 16)
     if model != "baseline":

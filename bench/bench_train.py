@@ -17,7 +17,7 @@ Everything is measured side by side in one run, in interleaved rounds, as ratios
    ``KL_REPRO_BENCH_COMPILE=1``, it compiles for minutes), ``train.tf32`` (CUDA only), and the fraction
    of a step spent producing its batch (data loading must never starve the step).
 
-The step measured is :class:`TrainStep`: the loop body of ``kl_repro.train._train`` on the objects that
+The step measured is :class:`TrainStep`: the loop body of ``kl_repro.paper_a.training.loop._train`` on the objects that
 function builds (``build_model``, ``build_loss``, AdamW, ``ema_pytorch.EMA``, ``accelerate``'s autocast),
 for a single process.  One real ``train()`` run cross-checks it (``loop_overhead``).
 
@@ -58,9 +58,9 @@ PAPER_TABLE2 = {"KL-8d": 3.03, "KL-10d1": 1.06, "KL-10d4": 2.30, "KL*-8d": 1.0} 
 def run_config(model: str, net: dict, resolution: int | None, B: int, dataset: str = "digits", **fast):
     """The :class:`RunConfig` of one benchmarked model (fast-path fields in ``fast``: net.channels_last, train.*)."""
     from kl_repro.data import DataConfig
-    from kl_repro.losses import DiffusionConfig
+    from kl_repro.paper_a.losses import DiffusionConfig
     from kl_repro.nets import NetConfig
-    from kl_repro.runs import RunConfig, TrainConfig
+    from kl_repro.paper_a.training.run import RunConfig, TrainConfig
 
     net_kw = dict(net, channels_last=fast.pop("channels_last", False))
     return RunConfig(data=DataConfig(name=dataset, resolution=resolution), net=NetConfig(**net_kw),
@@ -69,7 +69,7 @@ def run_config(model: str, net: dict, resolution: int | None, B: int, dataset: s
 
 
 class TrainStep:
-    """One optimiser step of ``kl_repro.train._train`` (single process, ``grad_accum = 1``) as a callable.
+    """One optimiser step of ``kl_repro.paper_a.training.loop._train`` (single process, ``grad_accum = 1``) as a callable.
 
     Built like the loop builds it: seeded ``build_model``, AdamW, EMA, ``accelerate``'s model
     preparation (autocast for bf16/fp16), the TF32 switches and ``model.compile()`` when configured.
@@ -82,9 +82,9 @@ class TrainStep:
         from ema_pytorch import EMA
 
         from kl_repro.data import derive_seed
-        from kl_repro.losses import build_loss
-        from kl_repro.runs import build_model
-        from kl_repro.train import _accelerator
+        from kl_repro.paper_a.losses import build_loss
+        from kl_repro.paper_a.training.run import build_model
+        from kl_repro.paper_a.training.loop import _accelerator
 
         self.cfg, self.tc, self.dataset, self.dev = cfg, cfg.train, dataset, dev
         tc = self.tc
@@ -106,7 +106,7 @@ class TrainStep:
 
     def _batch(self, step: int) -> torch.Tensor:
         from kl_repro.data import derive_seed, generator
-        from kl_repro.train import batch_indices
+        from kl_repro.paper_a.training.loop import batch_indices
 
         tc = self.tc
         torch.manual_seed(derive_seed(tc.seed, step, "global"))
@@ -203,12 +203,12 @@ class LoopedKLLoss:
     """The KL loss (19) with its ``d`` evaluations as a Python loop over ``k`` (``d`` calls of ``B`` rows)."""
 
     def __init__(self, cfg):
-        from kl_repro.losses import KLLoss
+        from kl_repro.paper_a.losses import KLLoss
 
         self.inner = KLLoss(cfg)
 
     def __call__(self, net, x0, generator, t_index=None):
-        from kl_repro.losses import _mse
+        from kl_repro.paper_a.losses import _mse
 
         inner, d = self.inner, self.inner.cfg.d
         B = x0.shape[0]
@@ -221,7 +221,7 @@ class LoopedKLLoss:
 def batched_vs_looped(net: dict, resolution: int, B: int, d: int, n_rounds: int, dev) -> dict:
     """Whole-step time of the batched KL-``d`` loss against the looped one (same model, data and noise), and their agreement."""
     from kl_repro.data import generator
-    from kl_repro.losses import KLLoss
+    from kl_repro.paper_a.losses import KLLoss
 
     data = _dataset(resolution)
     cfg = run_config("KL-8d", net, resolution, B)
@@ -337,7 +337,7 @@ def compile_path(net: dict, resolution: int, B: int, n_rounds: int, dev, data) -
 
 def loop_overhead(net: dict, resolution: int, B: int, steps: int, n_rounds: int, dev) -> dict:
     """Real ``train()`` runs of the baseline (median logged ``step_time_s``) against :class:`TrainStep`, alternated."""
-    from kl_repro.train import train
+    from kl_repro.paper_a.training.loop import train
 
     cfg = run_config("baseline", net, resolution, B)
     cfg = cfg.replace(train=cfg.train.replace(steps=steps, checkpoint_every=steps, eval_every=0,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .config import Config, ConfigError, require
+from kl_repro.core.config import Config, ConfigError, require
 
 __all__ = [
     "DataConfig",

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, require
+from kl_repro.core.config import Config, ConfigError, require
 
 __all__ = ["NetConfig", "DiffusionNet", "MLPDenoiser", "KTimeEmbedding", "build_net", "count_parameters"]
 

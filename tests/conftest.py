@@ -41,7 +41,7 @@ def _env(results: Path, env_extra: dict | None = None) -> dict:
 
 def run_cli(*args, results: Path, env_extra: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run ``kl-repro`` in a subprocess with its own results root."""
-    return subprocess.run([sys.executable, "-m", "kl_repro.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kl_repro.pipeline.cli", *args], capture_output=True, text=True,
                           env=_env(results, env_extra), timeout=timeout, cwd=REPO)
 
 
@@ -59,7 +59,7 @@ def smoke_build(tmp_path_factory):
                 "html": b / "book" / "_build" / "html", "interrupted": None, "before": {}}
     base = tmp_path_factory.mktemp("smoke")
     results, build = base / "results", base / "build"
-    cmd = [sys.executable, "-m", "kl_repro.cli", "reproduce", "--profile", "smoke", "--build-root", str(build)]
+    cmd = [sys.executable, "-m", "kl_repro.pipeline.cli", "reproduce", "--profile", "smoke", "--build-root", str(build)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=_env(results), cwd=REPO)
     deadline = time.time() + 600

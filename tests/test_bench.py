@@ -1,7 +1,7 @@
 """The benchmarks measure what they claim (no timings asserted here: performance lives in ``bench/``).
 
 ``bench.bench_train.TrainStep`` must be the training loop's step: from the same seeds it logs the same
-losses as ``kl_repro.train.train``; the looped KL loss must equal the batched one.
+losses as ``kl_repro.paper_a.training.loop.train``; the looped KL loss must equal the batched one.
 """
 
 import sys
@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_train import LoopedKLLoss, ReferenceStep, TrainStep, run_config, sign_test_p  # noqa: E402
 from bench.common import Rounds, device  # noqa: E402
 from kl_repro.data import DataConfig, generator, load_dataset  # noqa: E402
-from kl_repro.losses import KLLoss  # noqa: E402
-from kl_repro.train import train  # noqa: E402
+from kl_repro.paper_a.losses import KLLoss  # noqa: E402
+from kl_repro.paper_a.training.loop import train  # noqa: E402
 
 NET = dict(dim=8, dim_mults=(1, 2), attn_heads=1, attn_dim_head=8)
 

@@ -7,10 +7,10 @@ from typing import Literal
 
 import pytest
 
-from kl_repro.config import Config, ConfigError, config_hash, from_dict, override, parse_set_option, require, to_dict
-from kl_repro.kl import KLExpansionConfig
-from kl_repro.paths import SmoothnessConfig
-from kl_repro.profiles import PROFILES, load_profile, notebook_parameters
+from kl_repro.core.config import Config, ConfigError, config_hash, from_dict, override, parse_set_option, require, to_dict
+from kl_repro.paper_a.kl import KLExpansionConfig
+from kl_repro.paper_a.forward_paths import SmoothnessConfig
+from kl_repro.core.profiles import PROFILES, load_profile, notebook_parameters
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def test_every_profile_builds_the_notebook_configs():
 
 
 def test_cli_refuses_an_unknown_profile_before_any_work(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "kl_repro.cli", "reproduce", "--profile", "laptop"],
+    proc = subprocess.run([sys.executable, "-m", "kl_repro.pipeline.cli", "reproduce", "--profile", "laptop"],
                           capture_output=True, text=True, env={"KL_REPRO_RESULTS": str(tmp_path), "PATH": ""})
     assert proc.returncode == 2
     assert "unknown profile 'laptop'" in proc.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kl_repro.config import ConfigError
+from kl_repro.core.config import ConfigError
 from kl_repro.data import DataConfig, Toy2D, data_shape, derive_seed, generator, load_dataset, load_images, to_float
 
 

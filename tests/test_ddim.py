@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from kl_repro.config import ConfigError
+from kl_repro.core.config import ConfigError
 from kl_repro.data import Toy2D, derive_seed, generator
-from kl_repro.rng import counter_normal
-from kl_repro.losses import DiffusionConfig, make_grid
+from kl_repro.core.rng import counter_normal
+from kl_repro.paper_a.losses import DiffusionConfig, make_grid
 from kl_repro.nets import NetConfig, build_net
-from kl_repro.samplers import DDIMConfig, ddim_sample, ddim_timesteps
+from kl_repro.paper_a.ddim import DDIMConfig, ddim_sample, ddim_timesteps
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

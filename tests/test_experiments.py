@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from kl_repro import experiments as E
-from kl_repro import paper_a
-from kl_repro.config import ConfigError
-from kl_repro.profiles import PROFILES
-from kl_repro.reporting import artefact_registry
+from kl_repro.paper_a import matrix as E
+from kl_repro.paper_a import report as paper_a
+from kl_repro.core.config import ConfigError
+from kl_repro.core.profiles import PROFILES
+from kl_repro.pipeline.book import artefact_registry
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -36,7 +36,7 @@ def test_fine_tuning_runs_start_from_the_baseline_run_of_the_same_seed():
 
 
 def _matrix_with(monkeypatch, mutate):
-    from kl_repro import profiles
+    from kl_repro.core import profiles
 
     data = profiles.load_profile("smoke")
     mutate(data["paper_a"])

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from kl_repro import fp_experiments as fx, fp_report
-from kl_repro.config import ConfigError
-from kl_repro.profiles import PROFILES, notebook_parameters
+from kl_repro.paper_b import experiments as fx
+from kl_repro.paper_b import report as fp_report
+from kl_repro.core.config import ConfigError
+from kl_repro.core.profiles import PROFILES, notebook_parameters
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from kl_repro import fpsampler as fp
-from kl_repro.config import ConfigError
-from kl_repro.kernels import gram, log_gram
-from kl_repro.sde import VESDE, GaussianMixture, IdealScore, MixtureScore
+from kl_repro.paper_b import fpsampler as fp
+from kl_repro.core.config import ConfigError
+from kl_repro.paper_b.kernels import gram, log_gram
+from kl_repro.paper_b.sde import VESDE, GaussianMixture, IdealScore, MixtureScore
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

@@ -10,10 +10,11 @@ from numpy.polynomial.hermite_e import hermeval
 from scipy.ndimage import gaussian_filter
 from scipy.stats import norm
 
-from kl_repro import gedmd, kernels
-from kl_repro.config import ConfigError
-from kl_repro.fpsampler import coefficients, drift_at, mode_weights, prior_log_mass
-from kl_repro.sde import VESDE, VPSDE, GaussianMixture, MixtureScore
+from kl_repro.paper_b import gedmd
+from kl_repro.paper_b import kernels
+from kl_repro.core.config import ConfigError
+from kl_repro.paper_b.fpsampler import coefficients, drift_at, mode_weights, prior_log_mass
+from kl_repro.paper_b.sde import VESDE, VPSDE, GaussianMixture, MixtureScore
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from kl_repro import kl
-from kl_repro.config import ConfigError
+from kl_repro.paper_a import kl
+from kl_repro.core.config import ConfigError
 
 
 def test_numerical_eigenvalues_match_closed_form_on_2000_points():

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from kl_repro import kl
-from kl_repro.config import ConfigError
-from kl_repro.losses import (DiffusionConfig, KLLoss, KLPartialLoss, build_loss, eps_predictor, kl_noise,
+from kl_repro.paper_a import kl
+from kl_repro.core.config import ConfigError
+from kl_repro.paper_a.losses import (DiffusionConfig, KLLoss, KLPartialLoss, build_loss, eps_predictor, kl_noise,
                              make_grid)
 from kl_repro.nets import NetConfig, build_net
-from kl_repro.schedules import VPSchedule
+from kl_repro.schedule import VPSchedule
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

@@ -1,4 +1,4 @@
-"""Tests of kl_repro.metrics and kl_repro.inception (FID/KID/FD_clf plumbing, caches, offline Inception weights).
+"""Tests of kl_repro.evaluation.metrics and kl_repro.evaluation.inception (FID/KID/FD_clf plumbing, caches, offline Inception weights).
 
 All but the Inception agreement test use the parameter-free ``tiny`` extractor or the small ``clf``
 classifier, on scikit-learn's embedded 8x8 digits, so they run in seconds on a CPU.
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from kl_repro import features as F
-from kl_repro import metrics as M
-from kl_repro.config import ConfigError
+from kl_repro.evaluation import features as F
+from kl_repro.evaluation import metrics as M
+from kl_repro.core.config import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -254,7 +254,7 @@ def test_classifier_logits_give_an_inception_style_score(digits):
 # --- offline Inception weights ------------------------------------------------------------------
 
 def _fid_helper_or_skip():
-    from kl_repro.inception import fid_helper_file
+    from kl_repro.evaluation.inception import fid_helper_file
 
     path = fid_helper_file()
     if path is None:
@@ -268,7 +268,7 @@ def test_converted_weights_match_torchscript_features():
     """torch-fidelity + converted weights equals the TorchScript file's pool3 features to 1e-5."""
     from torch_fidelity.utils import create_feature_extractor
 
-    from kl_repro import inception as I
+    from kl_repro.evaluation import inception as I
 
     _fid_helper_or_skip()
     w = I.inception_weights(prefer_torch_fidelity=False)
@@ -288,7 +288,7 @@ def test_converted_weights_match_torchscript_features():
 
 
 def test_inception_extractor_says_why_there_is_no_inception_score():
-    from kl_repro import inception as I
+    from kl_repro.evaluation import inception as I
 
     _fid_helper_or_skip()
     ext = F.build_extractor("inception-v3-compat")
@@ -304,7 +304,7 @@ def test_inception_extractor_says_why_there_is_no_inception_score():
 
 
 def test_tampered_converted_weights_are_rebuilt():
-    from kl_repro import inception as I
+    from kl_repro.evaluation import inception as I
 
     _fid_helper_or_skip()
     w = I.inception_weights(prefer_torch_fidelity=False)
@@ -380,7 +380,7 @@ EVAL = M.EvalConfig(num_samples=24, extractor="tiny", ref_images=200, batch_size
 
 @pytest.fixture(scope="module")
 def tiny_run_cfg():
-    from kl_repro.train import TrainNotebookConfig
+    from kl_repro.paper_a.training.loop import TrainNotebookConfig
 
     return TrainNotebookConfig(dataset="digits", subset=64, model="kl", d=2, B=8, steps=4, dim=8, dim_mults=(1,),
                                attn_heads=1, attn_dim_head=8, ddim_S=4, checkpoint_every=4, sample_every=0,
@@ -392,7 +392,7 @@ def tiny_run(tiny_run_cfg, tmp_path_factory):
     """A 4-step run on digits trained once for this module, with the proxy hook at steps 2 and 4."""
     import os
 
-    from kl_repro.train import train
+    from kl_repro.paper_a.training.loop import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     old = os.environ.get("KL_REPRO_RESULTS")
@@ -424,7 +424,7 @@ def test_proxy_hook_logs_metrics_and_matches_evaluate_run(tiny_run, monkeypatch)
 
 
 def test_ddim_blocks_do_not_depend_on_the_block_size(tiny_run_cfg):
-    from kl_repro.runs import build_model
+    from kl_repro.paper_a.training.run import build_model
 
     net = build_model(tiny_run_cfg)
     one = torch.cat(list(M.ddim_blocks(net, tiny_run_cfg, 10, seed=3, batch_size=4, block=100)))
@@ -448,7 +448,7 @@ def test_eval_config_and_hook_reject_bad_input(tiny_run_cfg, tmp_path):
 # --- command line ------------------------------------------------------------------------------
 
 def test_cli_fid_ref_and_fid(tiny_run, tmp_path, capsys):
-    from kl_repro.cli import main
+    from kl_repro.pipeline.cli import main
 
     assert main(["fid-ref", "digits", "--extractor", "tiny", "--num-images", "120"]) == 0
     out = capsys.readouterr().out

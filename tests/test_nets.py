@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kl_repro.config import ConfigError
+from kl_repro.core.config import ConfigError
 from kl_repro.nets import NetConfig, build_net, count_parameters
 
 TINY = NetConfig(dim=8, dim_mults=(1, 2), attn_heads=1, attn_dim_head=8)

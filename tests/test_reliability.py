@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from kl_repro.config import ConfigError, to_dict
+from kl_repro.core.config import ConfigError, to_dict
 from kl_repro.data import DataConfig
-from kl_repro.losses import DiffusionConfig
+from kl_repro.paper_a.losses import DiffusionConfig
 from kl_repro.nets import NetConfig
-from kl_repro.runs import CheckpointError, Run, RunConfig, TrainConfig, _hash_view, run_name, verify_checkpoint
-from kl_repro.store import FolderLock, LockBusy
-from kl_repro.train import TrainingDiverged, train
+from kl_repro.paper_a.training.run import CheckpointError, Run, RunConfig, TrainConfig, _hash_view, run_name, verify_checkpoint
+from kl_repro.core.store import FolderLock, LockBusy
+from kl_repro.paper_a.training.loop import TrainingDiverged, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = NetConfig(dim=8, dim_mults=(1, 2), attn_heads=1, attn_dim_head=8)
@@ -57,7 +57,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 def cli(*args, env_extra=None, timeout=300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "kl_repro.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "kl_repro.pipeline.cli", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=REPO)
 
 
@@ -109,7 +109,7 @@ def _train_rows(folder: Path) -> int:
 
 
 def _cli_exit(argv: list[str]) -> None:
-    from kl_repro.cli import main
+    from kl_repro.pipeline.cli import main
 
     sys.exit(main(argv))
 
@@ -275,9 +275,9 @@ HOLD_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 import torch
-from kl_repro.config import from_dict
-from kl_repro.runs import RunConfig
-from kl_repro.train import train
+from kl_repro.core.config import from_dict
+from kl_repro.paper_a.training.run import RunConfig
+from kl_repro.paper_a.training.loop import train
 
 torch.set_num_threads(1)
 cfg = from_dict(RunConfig, json.load(open(sys.argv[1])))
@@ -368,7 +368,7 @@ def test_a_notebook_parameter_of_the_wrong_type_fails_in_its_config_cell(tmp_pat
 
 
 def test_config_files_with_unknown_keys_or_wrong_types_are_refused_by_the_cli(tmp_path, capsys):
-    from kl_repro.cli import main
+    from kl_repro.pipeline.cli import main
 
     runs = tmp_path / "runs"
     bad = tmp_path / "bad.toml"

@@ -26,7 +26,7 @@ def test_smoke_reproduce_builds_the_book_with_both_chapters(smoke_build):
         for src in images:
             assert (html / "executed" / src).resolve().stat().st_size > 1000
     pages = list((html / "executed" / "runs").glob("*.html"))
-    from kl_repro.experiments import planned_runs
+    from kl_repro.paper_a.matrix import planned_runs
     assert len(pages) == len(planned_runs("smoke"))  # one page per training run
     assert "Status of every table and figure" in (html / "intro.html").read_text()
 
@@ -47,8 +47,8 @@ def test_an_interrupted_reproduce_resumes_without_redoing_finished_runs(smoke_bu
 
 
 def test_every_artefact_of_the_profile_exists_and_is_not_empty(smoke_build):
-    from kl_repro.experiments import load_matrix
-    from kl_repro.reporting import artefact_registry
+    from kl_repro.paper_a.matrix import load_matrix
+    from kl_repro.pipeline.book import artefact_registry
 
     arts = smoke_build["results"] / "smoke" / "artefacts"
     wanted = {a["id"] for a in artefact_registry()} | load_matrix("smoke").artefacts()
@@ -62,8 +62,8 @@ def test_every_artefact_of_the_profile_exists_and_is_not_empty(smoke_build):
 
 
 def test_status_table_has_a_row_for_every_table_and_figure(smoke_build):
-    from kl_repro.experiments import load_matrix
-    from kl_repro.reporting import artefact_registry
+    from kl_repro.paper_a.matrix import load_matrix
+    from kl_repro.pipeline.book import artefact_registry
 
     page = (smoke_build["html"] / "intro.html").read_text()
     in_paper = [a["id"] for a in artefact_registry() if a["in_paper"]]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from kl_repro import paths
-from kl_repro.config import ConfigError
-from kl_repro.schedules import VPSchedule, ddpm_linear_alpha_bar, schedule_agreement, time_input
+from kl_repro.paper_a import forward_paths as paths
+from kl_repro.core.config import ConfigError
+from kl_repro.schedule import VPSchedule, ddpm_linear_alpha_bar, schedule_agreement, time_input
 
 
 def test_vp_schedule_identities():
@@ -69,7 +69,7 @@ def test_noise_correlations():
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((20_000, 8, 1))
     t = np.array([0.5, 0.55, 1.0])
-    from kl_repro import kl
+    from kl_repro.paper_a import kl
     noise = np.einsum("nk,pkd->pnd", kl.basis_e(t, 8), Z)
     C = paths.empirical_noise_correlation(noise)
     assert C[0, 1] == pytest.approx(0.981, abs=5e-3)

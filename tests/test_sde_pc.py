@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from kl_repro.config import ConfigError
-from kl_repro.samplers import PCConfig, pc_preset, pc_sample
-from kl_repro.schedules import VPSchedule
-from kl_repro.sde import (
+from kl_repro.core.config import ConfigError
+from kl_repro.paper_a.ddim import PCConfig, pc_preset, pc_sample
+from kl_repro.schedule import VPSchedule
+from kl_repro.paper_b.sde import (
     VESDE,
     VPSDE,
     DSMConfig,

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from kl_repro.config import ConfigError, from_dict, to_dict
+from kl_repro.core.config import ConfigError, from_dict, to_dict
 from kl_repro.data import DataConfig, load_images
-from kl_repro.losses import DiffusionConfig, eps_predictor, make_grid
+from kl_repro.paper_a.losses import DiffusionConfig, eps_predictor, make_grid
 from kl_repro.nets import NetConfig
-from kl_repro.runs import (CheckpointError, Run, RunConfig, TrainConfig, build_model, init_from_baseline, load_run_config,
+from kl_repro.paper_a.training.run import (CheckpointError, Run, RunConfig, TrainConfig, build_model, init_from_baseline, load_run_config,
                            run_name, verify_checkpoint)
-from kl_repro.samplers import DDIMConfig
-from kl_repro.train import TrainNotebookConfig, TrainingDiverged, batch_indices, resolve_mixed_precision, train
+from kl_repro.paper_a.ddim import DDIMConfig
+from kl_repro.paper_a.training.loop import TrainNotebookConfig, TrainingDiverged, batch_indices, resolve_mixed_precision, train
 
 TINY = NetConfig(dim=8, dim_mults=(1, 2), attn_heads=1, attn_dim_head=8)
 
@@ -79,7 +79,7 @@ def test_kill_after_step_n_and_restart_is_bit_identical(reference_run, tmp_path)
 
 
 def test_finished_run_is_reused_without_training(reference_run, monkeypatch):
-    import kl_repro.train as T
+    import kl_repro.paper_a.training.loop as T
 
     monkeypatch.setattr(T, "_train", lambda *a, **k: pytest.fail("a finished run must not train again"))
     again = train(reference_run.config, reference_run.dir.parent, progress=False)
@@ -119,7 +119,7 @@ def test_altered_or_foreign_checkpoints_are_detected(reference_run, tmp_path):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    import kl_repro.train as T
+    import kl_repro.paper_a.training.loop as T
 
     real = T.build_loss
 
@@ -289,7 +289,7 @@ def test_config_file_and_overrides(tmp_path):
 
 
 def test_cli_train_and_sample(tmp_path, capsys):
-    from kl_repro.cli import main
+    from kl_repro.pipeline.cli import main
 
     f = tmp_path / "run.json"
     f.write_text(json.dumps({"data": {"name": "digits", "subset": 32}, "net": {"dim": 8, "dim_mults": [1, 2], "attn_heads": 1,
@@ -340,8 +340,8 @@ def test_500_cpu_steps_on_digits_learn_digits(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["baseline", "kl"])
 def test_smoke_profile_trains_in_under_two_minutes(model, tmp_path, monkeypatch):
-    from kl_repro.profiles import notebook_parameters
-    from kl_repro.train import run_from_notebook_params
+    from kl_repro.core.profiles import notebook_parameters
+    from kl_repro.paper_a.training.loop import run_from_notebook_params
 
     monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
     params = notebook_parameters("smoke", "03_train")
@@ -355,9 +355,9 @@ def test_smoke_profile_trains_in_under_two_minutes(model, tmp_path, monkeypatch)
 KILL_SCRIPT = """
 import json, os, signal, sys
 import torch
-from kl_repro.config import from_dict
-from kl_repro.runs import RunConfig
-from kl_repro.train import train
+from kl_repro.core.config import from_dict
+from kl_repro.paper_a.training.run import RunConfig
+from kl_repro.paper_a.training.loop import train
 
 torch.set_num_threads(1)
 cfg = from_dict(RunConfig, json.load(open(sys.argv[1])))

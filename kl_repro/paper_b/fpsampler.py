@@ -32,10 +32,10 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from . import gedmd
-from .config import Config, ConfigError, require, to_dict
-from .kernels import log_gram, sqdist
-from .sde import VESDE, VPSDE, check_score_input, make_sde
+from kl_repro.paper_b import gedmd
+from kl_repro.core.config import Config, ConfigError, require, to_dict
+from kl_repro.paper_b.kernels import log_gram, sqdist
+from kl_repro.paper_b.sde import VESDE, VPSDE, check_score_input, make_sde
 
 __all__ = [
     "FPConfig",

@@ -19,7 +19,7 @@ Example
 >>> Demo(d=0)
 Traceback (most recent call last):
 ...
-kl_repro.config.ConfigError: Demo: d must be >= 1, got 0
+kl_repro.core.config.ConfigError: Demo: d must be >= 1, got 0
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ generators seeded by ``(seed, n)``, so a resumed run is bit-identical on CPU to 
 the RNG states are checkpointed as well.  A run is stopped by a non-finite loss with a message
 naming the step; the last good checkpoint stays.
 
-``train(cfg, runs_dir)`` trains or reuses a run (:mod:`kl_repro.runs`); :class:`TrainNotebookConfig`
+``train(cfg, runs_dir)`` trains or reuses a run (:mod:`kl_repro.paper_a.training.run`); :class:`TrainNotebookConfig`
 maps the parameters of ``notebooks/03_train.ipynb`` onto a :class:`RunConfig`.
 """
 
@@ -31,13 +31,13 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 import torch
 
-from . import store
-from .config import Config, ConfigError, require
-from .data import DataConfig, data_shape, derive_seed, generator, load_dataset
-from .losses import DiffusionConfig, build_loss
-from .nets import NetConfig, count_parameters
-from .runs import Run, RunConfig, TrainConfig, build_model, init_from_baseline, run_name, save_checkpoint
-from .samplers import DDIMConfig, ddim_sample
+from kl_repro.core import store
+from kl_repro.core.config import Config, ConfigError, require
+from kl_repro.data import DataConfig, data_shape, derive_seed, generator, load_dataset
+from kl_repro.paper_a.losses import DiffusionConfig, build_loss
+from kl_repro.nets import NetConfig, count_parameters
+from kl_repro.paper_a.training.run import Run, RunConfig, TrainConfig, build_model, init_from_baseline, run_name, save_checkpoint
+from kl_repro.paper_a.ddim import DDIMConfig, ddim_sample
 
 __all__ = [
     "TrainConfig",
@@ -138,7 +138,7 @@ def _save_grid(run: Run, step: int, samples: torch.Tensor) -> Path:
 
         from PIL import Image
 
-        from .plotting import image_grid
+        from kl_repro.core.plotting import image_grid
 
         g = image_grid(samples)
         buf = io.BytesIO()
@@ -367,7 +367,7 @@ class TrainNotebookConfig(Config):
     threads: int | None = None  # torch CPU threads (speed only; not part of the run's hash)
 
     def check(self) -> None:
-        from .profiles import check_profile_name
+        from kl_repro.core.profiles import check_profile_name
 
         check_profile_name(self.profile)
 
@@ -410,7 +410,7 @@ def training_figure(run: Run, n_samples: int = 16, seed: int = 0):
     """Loss curve (per step and a running mean) beside a DDIM sample grid of the EMA model; returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .plotting import show_grid
+    from kl_repro.core.plotting import show_grid
 
     rows = run.metrics("train")
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1.4, 1]})

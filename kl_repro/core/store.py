@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import ConfigError
+from kl_repro.core.config import ConfigError
 
 __all__ = [
     "results_root",
@@ -50,7 +50,7 @@ def results_root() -> Path:
 
 def profile_dir(profile: str) -> Path:
     """``<results>/<profile>``, created on demand."""
-    from .profiles import check_profile_name
+    from kl_repro.core.profiles import check_profile_name
 
     p = results_root() / check_profile_name(profile)
     p.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError
-from .store import atomic_torch_save, atomic_write_json, cache_dir, read_json
+from kl_repro.core.config import ConfigError
+from kl_repro.core.store import atomic_torch_save, atomic_write_json, cache_dir, read_json
 
 __all__ = [
     "InceptionWeights",

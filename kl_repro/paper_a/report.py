@@ -1,6 +1,6 @@
 """Paper A's tables and figures from the stored runs, beside the paper's values, with a verdict each.
 
-Every function here reads the runs of a profile's matrix (:mod:`kl_repro.experiments`), returns a
+Every function here reads the runs of a profile's matrix (:mod:`kl_repro.paper_a.matrix`), returns a
 matplotlib figure and/or rows, and stores the artefact (``store.save_artefact``) with our numbers
 (profile, sample counts, seeds, sampler), the paper's values with their source
 (``paper_values/paper_a.toml``) and a verdict.  Artefacts the profile cannot make are stored with
@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from . import experiments, plotting, store
-from .reporting import paper_values
+from kl_repro.paper_a import matrix as experiments
+from kl_repro.core import plotting
+from kl_repro.core import store
+from kl_repro.pipeline.book import paper_values
 
 __all__ = ["Results", "load_results", "absent", "table1", "fig1", "fig2", "fig3", "fig4", "fig5", "fig6",
            "sample_figure", "table2", "table3", "speedup", "speedup_table", "baseline_t20", "claims_summary"]
@@ -63,13 +65,13 @@ class Results:
         return out
 
     def train_rows(self, run_id: str) -> list[list[dict]]:
-        from .runs import Run
+        from kl_repro.paper_a.training.run import Run
 
         return [Run.open(p.run_dir).metrics("train") for p in self.planned(run_id) if (p.run_dir / "config.json").exists()]
 
     def fast_paths(self, run_id: str) -> str | None:
         """The fast paths the run trained with (``run.json``, issue 8): the ones switched on, precision and threads."""
-        from .runs import Run
+        from kl_repro.paper_a.training.run import Run
 
         for p in self.planned(run_id):
             fp = Run.open(p.run_dir).info().get("fast_paths") if (p.run_dir / "run.json").exists() else None
@@ -325,7 +327,7 @@ def fig1(res: Results):
     """Companion Fig. 1 (caption lost): truncated KL paths (left), headline score against steps (right)."""
     import matplotlib.pyplot as plt
 
-    from . import kl
+    from kl_repro.paper_a import kl
 
     if absent(res, "A.fig1"):
         return None
@@ -393,7 +395,7 @@ def sample_figure(res: Results, artefact: str, n: int = 64):
     """Uncurated samples of the KL models of one panel (paper A, Figs. 7-9): image grids or 2-D scatter."""
     import matplotlib.pyplot as plt
 
-    from .runs import Run
+    from kl_repro.paper_a.training.run import Run
 
     if absent(res, artefact):
         return None
@@ -425,7 +427,7 @@ def sample_figure(res: Results, artefact: str, n: int = 64):
 def _toy_background(ax) -> None:
     import torch
 
-    from .data import Toy2D
+    from kl_repro.data import Toy2D
 
     xs, ys = np.meshgrid(np.linspace(-3.5, 3.5, 200), np.linspace(-2, 3.5, 160))
     lp = Toy2D().log_prob(torch.tensor(np.stack([xs.ravel(), ys.ravel()], 1))).numpy().reshape(xs.shape)

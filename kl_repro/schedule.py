@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Config, ConfigError, require
+from kl_repro.core.config import Config, ConfigError, require
 
 __all__ = ["VPSchedule", "ddpm_linear_alpha_bar", "training_grid", "time_input", "schedule_agreement"]
 

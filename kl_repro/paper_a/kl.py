@@ -22,7 +22,7 @@ from typing import Callable, Literal
 import numpy as np
 from scipy import optimize
 
-from .config import Config, ConfigError, require
+from kl_repro.core.config import Config, ConfigError, require
 
 __all__ = [
     "eigenvalue",
@@ -300,7 +300,7 @@ class KLExpansionConfig(Config):
     seed: int = 0
 
     def check(self) -> None:
-        from .profiles import check_profile_name
+        from kl_repro.core.profiles import check_profile_name
 
         check_profile_name(self.profile)
         require(self.n_grid >= 10, f"n_grid must be >= 10, got {self.n_grid}")

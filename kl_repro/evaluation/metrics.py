@@ -2,9 +2,9 @@
 
 Paper A reports FID on 50k DDIM samples (spec sec. 4.3); paper B reports FID and Inception Score
 against the CIFAR-10 training set.  Both use the 2048-d pool3 features of the TF Inception graph,
-here torch-fidelity's ``inception-v3-compat`` with offline weights (:mod:`kl_repro.inception`).
+here torch-fidelity's ``inception-v3-compat`` with offline weights (:mod:`kl_repro.evaluation.inception`).
 
-* Features come from the extractor registry of :mod:`kl_repro.features` (re-exported here):
+* Features come from the extractor registry of :mod:`kl_repro.evaluation.features` (re-exported here):
   ``inception-v3-compat`` (FID/KID; IS only with torch-fidelity's own weights), ``clf`` (a small
   classifier trained on the data set itself; its metric is ``FD_clf``, never "FID") and ``tiny``
   (parameter-free, for tests).  Images enter as ``(N, C, H, W)`` floats in [-1, 1] (or uint8).
@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
-from .config import Config, config_hash, require, to_dict
-from .features import (  # noqa: F401  (re-exported: the registry is part of this module's API)
+from kl_repro.core.config import Config, config_hash, require, to_dict
+from kl_repro.evaluation.features import (  # noqa: F401  (re-exported: the registry is part of this module's API)
     ClassifierConfig,
     FeatureExtractor,
     build_extractor,
@@ -45,8 +45,8 @@ from .features import (  # noqa: F401  (re-exported: the registry is part of thi
     to_uint8_rgb,
     train_classifier,
 )
-from .features import _REGISTRY
-from .store import atomic_write_bytes, atomic_write_json, cache_dir, read_json
+from kl_repro.evaluation.features import _REGISTRY
+from kl_repro.core.store import atomic_write_bytes, atomic_write_json, cache_dir, read_json
 
 __all__ = [
     "to_uint8_rgb",
@@ -203,7 +203,7 @@ class ReferenceConfig(Config):
 
     def data_config(self):
         """The :class:`kl_repro.data.DataConfig` of these images (no flips, no download)."""
-        from .data import DataConfig
+        from kl_repro.data import DataConfig
 
         return DataConfig(name=self.dataset, resolution=self.resolution, root=self.root, split=self.split,
                           flip=False, download=False, subset=self.num_images)
@@ -211,7 +211,7 @@ class ReferenceConfig(Config):
 
 def _load_real(ref: ReferenceConfig):
     """uint8 images ``(N, C, H, W)`` and labels of ``ref``: the first ``num_images`` in file order, unaugmented."""
-    from .data import load_images
+    from kl_repro.data import load_images
 
     return load_images(ref.data_config())
 
@@ -443,8 +443,8 @@ def ddim_blocks(net, run_cfg, num_samples: int, seed: int, batch_size: int = 100
     Image ``i`` of the sample is image ``i`` of ``ddim_sample(..., seed)`` whatever the block size
     (blocks pass ``first_index``), so a 50k evaluation starts with the images of a 10k one.
     """
-    from .data import data_shape
-    from .samplers import ddim_sample
+    from kl_repro.data import data_shape
+    from kl_repro.paper_a.ddim import ddim_sample
 
     shape = data_shape(run_cfg.data)
     for start in range(0, num_samples, block):
@@ -456,7 +456,7 @@ def ddim_blocks(net, run_cfg, num_samples: int, seed: int, batch_size: int = 100
 def evaluate_model(net, run_cfg, cfg: EvalConfig = EvalConfig(), device=None, progress: bool = False) -> MetricResult:
     """Sample ``cfg.num_samples`` images from ``net`` with the run's DDIM sampler and evaluate them.
 
-    ``run_cfg`` is the model's :class:`~kl_repro.runs.RunConfig`; the extractor defaults to
+    ``run_cfg`` is the model's :class:`~kl_repro.paper_a.training.run.RunConfig`; the extractor defaults to
     :func:`default_extractor` of its data set.  Sampling runs on the model's device.
     """
     ref = cfg.reference(run_cfg.data)  # ConfigError (toy2d, bad split) before any compute
@@ -473,7 +473,7 @@ def evaluate_model(net, run_cfg, cfg: EvalConfig = EvalConfig(), device=None, pr
 def proxy_hook(cfg: EvalConfig = PROXY, data=None) -> Callable:
     """A training hook ``hook(step, model_ema, run) -> dict`` logging a proxy FID / FD_clf (fixed samples and seeds).
 
-    Called by :func:`kl_repro.train.train` every ``eval_every`` steps (and at the end); ``cfg.every``
+    Called by :func:`kl_repro.paper_a.training.loop.train` every ``eval_every`` steps (and at the end); ``cfg.every``
     thins that further.  Pass the run's ``data`` (DataConfig) to validate data set and extractor now,
     before training starts.  The dict holds the metric under its own name (``FID``, ``FD_clf``...), the
     kernel distance, and the sample count, extractor, sampler and reference it was measured with.
@@ -506,7 +506,7 @@ def evaluate_run(run_dir, num_samples: int | None = None, extractor: str | None 
     ``<run_dir>/eval/<metric>-n<N>-step<step>-<key>.json``, keyed by the checkpoint's SHA-256, the
     evaluation settings and the extractor identity, and reused unless ``force``.
     """
-    from .runs import Run
+    from kl_repro.paper_a.training.run import Run
 
     changes = {k: v for k, v in (("num_samples", num_samples), ("extractor", extractor)) if v is not None}
     cfg = cfg.replace(**changes) if changes else cfg

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import ConfigError
+from kl_repro.core.config import ConfigError
 
 __all__ = ["sqdist", "log_gram", "gram", "kernel", "grad_x", "hess_x", "laplace_x"]
 

@@ -1,10 +1,10 @@
 """Feature extractors for sample-quality metrics, and the uint8 image boundary they share.
 
 A registry (:func:`register_extractor`) maps names to factories ``factory(ref, device) ->
-FeatureExtractor``; :mod:`kl_repro.metrics` computes FID/KID/FD_clf from what they return.
+FeatureExtractor``; :mod:`kl_repro.evaluation.metrics` computes FID/KID/FD_clf from what they return.
 
 * ``inception-v3-compat``: torch-fidelity's exact port of the TF Inception graph (2048-d pool3, the
-  FID features of both papers), with verified offline weights (:mod:`kl_repro.inception`); its
+  FID features of both papers), with verified offline weights (:mod:`kl_repro.evaluation.inception`); its
   logits (for the Inception Score) only when torch-fidelity's own weights file is present.
 * ``clf``: a small classifier trained on the metric's own data set (fp spec sec. 8, E3), for 8x8
   ``digits`` where Inception features mean little; its Fréchet distance is ``FD_clf``, never "FID".
@@ -22,9 +22,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .config import Config, ConfigError, config_hash, require, to_dict
-from .inception import sha256_file
-from .store import atomic_torch_save, atomic_write_json, cache_dir, read_json
+from kl_repro.core.config import Config, ConfigError, config_hash, require, to_dict
+from kl_repro.evaluation.inception import sha256_file
+from kl_repro.core.store import atomic_torch_save, atomic_write_json, cache_dir, read_json
 
 __all__ = [
     "to_uint8_rgb",
@@ -187,7 +187,7 @@ def build_extractor(name: str, ref=None, device: str = "cpu") -> FeatureExtracto
     """Build (or reuse from this process) the extractor ``name``.
 
     ``ref`` is the data set it serves, any object with ``dataset``, ``resolution`` and ``root``
-    (a :class:`~kl_repro.metrics.ReferenceConfig`); only ``clf`` needs it.
+    (a :class:`~kl_repro.evaluation.metrics.ReferenceConfig`); only ``clf`` needs it.
     """
     check_extractor_name(name)
     key = (name, None if ref is None else (ref.dataset, ref.resolution, ref.root), device)
@@ -241,7 +241,7 @@ def _inception_factory(ref, device) -> FeatureExtractor:
     """torch-fidelity's ``inception-v3-compat`` with verified offline weights (pool3 2048-d; logits if available)."""
     from torch_fidelity.utils import create_feature_extractor
 
-    from .inception import describe, inception_weights
+    from kl_repro.evaluation.inception import describe, inception_weights
 
     w = inception_weights()
     layers = ["2048", "logits_unbiased"] if w.has_logits else ["2048"]
@@ -363,7 +363,7 @@ def _clf_factory(ref, device, cfg: ClassifierConfig = ClassifierConfig()) -> Fea
     """``clf``: features of :func:`train_classifier` trained on ``ref``'s data set (training split), cached by content."""
     import torch
 
-    from .data import DataConfig, load_images
+    from kl_repro.data import DataConfig, load_images
 
     require(ref is not None, "the clf extractor needs the data set it is trained on (pass ref=ReferenceConfig(...))")
     images, labels = load_images(DataConfig(name=ref.dataset, resolution=ref.resolution, root=ref.root, split="train",

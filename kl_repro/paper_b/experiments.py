@@ -3,7 +3,7 @@
 ``fp_paper_spec.md`` section 8, experiments E1-E4, and paper B's Tables 1-3 and Figs. 1-2, at the
 scale of a profile.  The notebooks ``05_eigen_spectra`` and ``06_operator_sampler`` build one config
 each (:class:`EigenSpectraConfig`, :class:`OperatorSamplerConfig`), call the functions here, plot, and
-store artefacts built by :mod:`kl_repro.fp_report` (our numbers, the paper's, verdicts).
+store artefacts built by :mod:`kl_repro.paper_b.report` (our numbers, the paper's, verdicts).
 
 What stands in for the paper's set-up, and why (spec 8): no Song et al. checkpoints exist offline,
 so the score model is the **ideal score** of a training subset (exact for the perturbed empirical
@@ -21,11 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import fpsampler as fp
-from . import gedmd, kl
-from .config import Config, ConfigError, require, to_dict
-from .samplers import pc_preset, pc_sample
-from .sde import VESDE, VPSDE, GaussianMixture, IdealScore, MixtureScore
+from kl_repro.paper_b import fpsampler as fp
+from kl_repro.paper_b import gedmd
+from kl_repro.paper_a import kl
+from kl_repro.core.config import Config, ConfigError, require, to_dict
+from kl_repro.paper_a.ddim import pc_preset, pc_sample
+from kl_repro.paper_b.sde import VESDE, VPSDE, GaussianMixture, IdealScore, MixtureScore
 
 __all__ = [
     "EigenSpectraConfig",
@@ -55,7 +56,7 @@ __all__ = [
 
 
 def _profile(name: str) -> None:
-    from .profiles import check_profile_name
+    from kl_repro.core.profiles import check_profile_name
 
     check_profile_name(name)
 
@@ -211,7 +212,7 @@ def mixture_spectra(sigma_stars=(0.1, 0.3, 1.0, 1.5), M: int = 1000, zeta: float
 
 def load_pool(dataset: str, n: int, split: str = "train", resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The first ``n`` unaugmented images of ``dataset`` as uint8 ``(n, C, H, W)`` and labels, or ``None`` if absent."""
-    from .data import DataConfig, load_images
+    from kl_repro.data import DataConfig, load_images
 
     try:
         return load_images(DataConfig(name=dataset, split=split, subset=n, flip=False, resolution=resolution))
@@ -290,7 +291,7 @@ class OperatorSamplerConfig(Config):
     pc_N: int = 1000  # PC steps (PC1000)
     pc_images: int = 500
     fd: bool = True  # Frechet distance and KID of the samples (FD_clf on digits)
-    fd_extractor: str | None = None  # None: kl_repro.metrics.default_extractor(dataset) (clf for digits, Inception else)
+    fd_extractor: str | None = None  # None: kl_repro.evaluation.metrics.default_extractor(dataset) (clf for digits, Inception else)
     fd_reference_images: int | None = None  # first N training images for the reference statistics (None: all)
     M_values: tuple[int, ...] = (250, 500, 1000, 1500)  # paper: 500 ... 5000
     L_values: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100)
@@ -323,7 +324,7 @@ class OperatorSamplerConfig(Config):
         require(self.extra_M <= self.extra_pool, f"extra_M = {self.extra_M} > extra_pool = {self.extra_pool}")
         require(self.fd_reference_images is None or self.fd_reference_images >= 2, "fd_reference_images must be None or >= 2")
         if self.fd_extractor is not None:
-            from .features import check_extractor_name
+            from kl_repro.evaluation.features import check_extractor_name
 
             check_extractor_name(self.fd_extractor)
 
@@ -350,7 +351,7 @@ def e1_ou_propagation(M: int = 500, n_prior: int = 4000, seed: int = 0, zeta: fl
     log_s, _ = fp.prior_log_mass(res.X, Y, zeta)
     xs = np.linspace(-6, 7, 1301)
     h = xs[1] - xs[0]
-    from .kernels import gram
+    from kl_repro.paper_b.kernels import gram
 
     Kx = gram(xs[:, None], res.X, zeta)
     rules = {"biorthogonal, e^{+lam tau}": ("biorthogonal", "plus", False), "paper (14), e^{-lam tau}": ("paper", "minus", False),
@@ -501,13 +502,13 @@ def pc_run(setup: ImageSetup, kind: str, preset: str, n: int, batch: int, seed: 
 
 
 def frechet(images: torch.Tensor, cfg: "OperatorSamplerConfig", sampler: str) -> dict | None:
-    """Frechet distance (and KID) of library images against the data set's training split (:mod:`kl_repro.metrics`).
+    """Frechet distance (and KID) of library images against the data set's training split (:mod:`kl_repro.evaluation.metrics`).
 
     The extractor is ``cfg.fd_extractor`` or the data set's default (``clf`` for ``digits``: the metric is
     FD_clf, never "FID"; Inception for the others: FID).  Reference: the first ``cfg.fd_reference_images``
     training images.  Returns the metric's dict (its name under ``"metric"``) or None for fewer than 10 images.
     """
-    from . import metrics
+    from kl_repro.evaluation import metrics
 
     if len(images) < 10:
         return None

@@ -10,7 +10,7 @@ from typing import Callable, Literal
 
 import torch
 
-from .config import Config, ConfigError, require
+from kl_repro.core.config import Config, ConfigError, require
 
 # ---------------------------------------------------------------------------------------------
 # DDIM (paper A)
@@ -23,9 +23,9 @@ from .config import Config, ConfigError, require
 
 import math  # noqa: E402
 
-from .data import derive_seed  # noqa: E402
-from .rng import counter_normal  # noqa: E402
-from .losses import DiffusionConfig, eps_predictor, make_grid  # noqa: E402
+from kl_repro.data import derive_seed  # noqa: E402
+from kl_repro.core.rng import counter_normal  # noqa: E402
+from kl_repro.paper_a.losses import DiffusionConfig, eps_predictor, make_grid  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def ddim_sample(net: torch.nn.Module, diff_cfg: DiffusionConfig, ddim_cfg: DDIMC
     """Draw ``n`` samples ``(n, *data_shape)`` with DDIM (23) and the aggregated prediction (24) (float32, CPU).
 
     Images come out in [-1, 1] when ``clip_x0`` (the last step returns ``x0_hat``).  Image ``i``'s
-    noises are its own counter-based stream (:func:`kl_repro.rng.counter_normal` with key
+    noises are its own counter-based stream (:func:`kl_repro.core.rng.counter_normal` with key
     ``derive_seed("ddim", seed)``: draw 0 is ``x_T``, then one draw per step), so the result does not
     depend on ``batch_size``; images ``first_index .. first_index + n - 1`` are drawn, so a large
     sample can be produced in pieces.
@@ -205,7 +205,7 @@ def pc_sample(
 ) -> tuple[torch.Tensor, int]:
     """Draw ``n`` samples with the PC sampler of score_sde; returns ``(x, nfe)``.
 
-    ``score(x, t)`` is a score model (``kl_repro.sde``) with per-sample ``shape``; ``sde`` a ``VPSDE``
+    ``score(x, t)`` is a score model (``kl_repro.paper_b.sde``) with per-sample ``shape``; ``sde`` a ``VPSDE``
     or ``VESDE`` whose ``N`` steps and ``eps`` are used.  ``nfe`` counts the score calls actually made
     (each on the whole batch): ``N (n_steps + 1)`` for PC, ``N`` for a predictor without corrector.
     Samples are in the model's scale (no inverse scaling).

@@ -8,7 +8,7 @@ runs make each table and figure of paper A (``kl_paper_spec.md`` sections 4.4 an
     [[paper_a.run]]                      # one row per run: id, label, data, parameters, seeds, artefacts
     [paper_a.absent]                     # artefacts this profile cannot make, with the reason
 
-Every run is a set of parameters of ``notebooks/03_train.ipynb`` (:class:`~kl_repro.train.TrainNotebookConfig`),
+Every run is a set of parameters of ``notebooks/03_train.ipynb`` (:class:`~kl_repro.paper_a.training.loop.TrainNotebookConfig`),
 so its book page and :func:`run_matrix` resolve to the same run folder (keyed by the config) and a
 finished run is never retrained.  :func:`run_matrix` trains the runs in worker processes (one thread
 each; dependencies such as fine-tuning from a baseline respected), with a plan printed first, one
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from . import store
-from .config import Config, ConfigError, require
-from .profiles import check_profile_name, load_profile
+from kl_repro.core import store
+from kl_repro.core.config import Config, ConfigError, require
+from kl_repro.core.profiles import check_profile_name, load_profile
 
 __all__ = [
     "EvalSpec",
@@ -109,7 +109,7 @@ class PlannedRun:
         return f"{self.spec.id}@s{self.seed}"
 
     def notebook_config(self):
-        from .train import TrainNotebookConfig
+        from kl_repro.paper_a.training.loop import TrainNotebookConfig
 
         return TrainNotebookConfig(**self.params)
 
@@ -118,7 +118,7 @@ class PlannedRun:
 
     @property
     def run_dir(self) -> Path:
-        from .train import run_name, runs_dir
+        from kl_repro.paper_a.training.loop import run_name, runs_dir
 
         return runs_dir(self.params["profile"]) / run_name(self.run_config())
 
@@ -169,7 +169,7 @@ def load_matrix(profile: str) -> Matrix:
             base = next((b for b in runs if b.id == r.init_from), None)
             require(base is not None, f"profile {profile}: run {r.id} fine-tunes from unknown run {r.init_from!r}")
             require(set(r.seeds) <= set(base.seeds), f"profile {profile}: run {r.id} needs seeds {r.seeds} of {r.init_from}")
-    from .reporting import artefact_registry
+    from kl_repro.pipeline.book import artefact_registry
 
     known = {a["id"] for a in artefact_registry()}
     used = {a for r in runs for a in r.artefacts} | set(sec.get("absent", {}))
@@ -201,7 +201,7 @@ def planned_runs(profile: str, matrix: Matrix | None = None) -> list[PlannedRun]
 # --- evaluation -----------------------------------------------------------------------------------
 
 def _toy_reference(n: int, seed: int):
-    from .data import Toy2D, generator
+    from kl_repro.data import Toy2D, generator
 
     return Toy2D().sample(n, generator("toy2d-reference", seed))
 
@@ -211,8 +211,8 @@ def energy_hook(n: int, seed: int = 0):
     ref = _toy_reference(n, seed)
 
     def energy(step, model_ema, run) -> dict:
-        from .metrics import describe_sampler, energy_distance
-        from .samplers import ddim_sample
+        from kl_repro.evaluation.metrics import describe_sampler, energy_distance
+        from kl_repro.paper_a.ddim import ddim_sample
 
         cfg = run.config
         x = ddim_sample(model_ema, cfg.diffusion, cfg.sampler, n, seed, min(n, 1000), (2,),
@@ -224,7 +224,7 @@ def energy_hook(n: int, seed: int = 0):
 
 
 def _metric_cfg(ev: EvalSpec, metric: str, n: int):
-    from .metrics import EvalConfig
+    from kl_repro.evaluation.metrics import EvalConfig
 
     extractor = {"FD_clf": "clf", "FID": "inception-v3-compat"}[metric]
     return EvalConfig(num_samples=n, extractor=extractor, ref_images=ev.ref_images, seed=ev.seed, kid=False,
@@ -237,14 +237,14 @@ def eval_hooks(p: PlannedRun, ev: EvalSpec) -> list:
         return []
     if ev.metric == "energy":
         return [energy_hook(ev.proxy_samples, ev.seed)]
-    from .metrics import proxy_hook
+    from kl_repro.evaluation.metrics import proxy_hook
 
     return [proxy_hook(_metric_cfg(ev, ev.metric, ev.proxy_samples), data=p.run_config().data)]
 
 
 def step0_evaluation(p: PlannedRun, ev: EvalSpec) -> None:
     """Score the initial (fine-tuned-from-baseline) model and log it as the run's step-0 evaluation."""
-    from .runs import Run, build_model, init_from_baseline
+    from kl_repro.paper_a.training.run import Run, build_model, init_from_baseline
 
     cfg = p.run_config()
     run = Run.create(cfg, p.run_dir.parent)
@@ -252,7 +252,7 @@ def step0_evaluation(p: PlannedRun, ev: EvalSpec) -> None:
         return
     import torch
 
-    from .data import derive_seed
+    from kl_repro.data import derive_seed
 
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     model = build_model(cfg)
@@ -269,7 +269,7 @@ def step0_evaluation(p: PlannedRun, ev: EvalSpec) -> None:
 
 def final_evaluation(p: PlannedRun, ev: EvalSpec, progress: bool = False) -> dict:
     """The run's final numbers (EMA model, newest checkpoint), stored in ``<run>/final.json`` and reused."""
-    from .runs import Run
+    from kl_repro.paper_a.training.run import Run
 
     run = Run.open(p.run_dir)
     path = run.dir / "final.json"
@@ -285,7 +285,7 @@ def final_evaluation(p: PlannedRun, ev: EvalSpec, progress: bool = False) -> dic
         result["metric"] = "energy"
         result["value"] = result["energy"]
     else:
-        from .metrics import evaluate_run
+        from kl_repro.evaluation.metrics import evaluate_run
 
         r = evaluate_run(run.dir, cfg=_metric_cfg(ev, ev.metric, ev.final_samples), progress=progress)
         result.update(metric=r.metric, value=r.value, num_samples=r.num_samples, extractor=r.extractor,
@@ -302,7 +302,7 @@ def final_evaluation(p: PlannedRun, ev: EvalSpec, progress: bool = False) -> dic
 # --- executing the matrix -------------------------------------------------------------------------
 
 def _status(p: PlannedRun) -> str:
-    from .runs import Run
+    from kl_repro.paper_a.training.run import Run
 
     d = p.run_dir
     if (d / "finished.json").exists():
@@ -336,7 +336,7 @@ def _estimate_s(p: PlannedRun) -> float | None:
     done = _progress_step(p)
     per_step = p.spec.est_s_per_step
     if rows_path.exists() and done:
-        from .runs import Run
+        from kl_repro.paper_a.training.run import Run
 
         rows = [r for r in Run.open(p.run_dir).metrics("train")[-50:]]
         if rows:
@@ -477,7 +477,7 @@ def worker(profile: str, key: str) -> int:
     m = load_matrix(profile)
     p = next((q for q in planned_runs(profile, m) if q.key == key), None)
     require(p is not None, f"profile {profile}: no planned run {key!r}")
-    from .train import train
+    from kl_repro.paper_a.training.loop import train
 
     from accelerate import PartialState
 
@@ -537,7 +537,7 @@ def run_log_rows(profile: str) -> list[dict]:
 
 def curves(profile: str, run_id: str) -> list[dict]:
     """Evaluation rows ``{seed, step, metric, value, opt_time_s}`` of a matrix run, all seeds."""
-    from .runs import Run
+    from kl_repro.paper_a.training.run import Run
 
     out = []
     m = load_matrix(profile)
@@ -572,8 +572,8 @@ def gradient_conflict(net, diff_cfg, x0, seed: int = 0, n_times: int = 20, share
     import numpy as np
     import torch
 
-    from .data import generator
-    from .losses import build_loss
+    from kl_repro.data import generator
+    from kl_repro.paper_a.losses import build_loss
 
     loss_fn = build_loss(diff_cfg)
     T = diff_cfg.T
@@ -606,8 +606,8 @@ def gradient_conflict_study(profile: str, steps: int, seed: int = 0, n_images: i
     """
     import torch
 
-    from .data import DataConfig, load_dataset
-    from .train import run_from_notebook_params
+    from kl_repro.data import DataConfig, load_dataset
+    from kl_repro.paper_a.training.loop import run_from_notebook_params
 
     require(steps >= 1, f"the gradient-conflict runs need steps >= 1, got {steps}")
     base = dict(dataset="digits", dim=16, dim_mults=(1, 2), attn_heads=1, attn_dim_head=16, threads=1, lr=1e-3,
@@ -640,7 +640,7 @@ def gradient_conflict_verdict(base: float, base_shared: float, kl_: float) -> st
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kl_repro.experiments", description="paper-A run matrices")
+    ap = argparse.ArgumentParser(prog="python -m kl_repro.paper_a.matrix", description="paper-A run matrices")
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("worker", help="train one planned run (used by run_matrix)")
     w.add_argument("--profile", required=True)

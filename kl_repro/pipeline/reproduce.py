@@ -2,7 +2,7 @@
 
 The pipeline is idempotent and resumable:
 
-* training runs are keyed by their config (``kl_repro.runs``); a finished run is reused, an
+* training runs are keyed by their config (``kl_repro.paper_a.training.run``); a finished run is reused, an
   interrupted one resumes from its newest checkpoint;
 * an executed notebook is keyed by its inputs (notebook file, parameters, library source, profile
   file); it is written to ``results/<profile>/notebooks/`` only when its execution succeeded, and
@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .config import ConfigError
-from .profiles import check_profile_name, load_profile, notebook_parameters
+from kl_repro.core import store
+from kl_repro.core.config import ConfigError
+from kl_repro.core.profiles import check_profile_name, load_profile, notebook_parameters
 
 __all__ = ["NotebookJob", "repo_root", "notebook_jobs", "plan", "execute_notebook", "build_book", "reproduce"]
 
@@ -96,9 +96,9 @@ def notebook_jobs(profile: str, root: Path | None = None) -> list[NotebookJob]:
 
 def _training_jobs(profile: str) -> list[NotebookJob]:
     """One ``03_train`` execution per run of the profile's paper-A matrix (when the matrix exists)."""
-    if importlib.util.find_spec("kl_repro.experiments") is None:
+    if importlib.util.find_spec("kl_repro.paper_a.matrix") is None:
         return []
-    from . import experiments
+    from kl_repro.paper_a import matrix as experiments
 
     return [NotebookJob("03_train", f"runs/{name}", params, title) for name, title, params in experiments.training_pages(profile)]
 
@@ -243,7 +243,7 @@ def build_book(profile: str, build_root: Path, root: Path | None = None, log=pri
 
     Returns the path of ``index.html``.
     """
-    from . import reporting
+    from kl_repro.pipeline import book as reporting
 
     root = root or repo_root()
     book = build_root / "book"
@@ -343,9 +343,9 @@ def _execute_all(jobs: list[NotebookJob], profile: str, root: Path, log) -> list
 
 def _train_stage(profile: str, log) -> list[str]:
     """Train (or reuse) every run of the profile's matrices; returns failure descriptions."""
-    if importlib.util.find_spec("kl_repro.experiments") is None:
+    if importlib.util.find_spec("kl_repro.paper_a.matrix") is None:
         return []
-    from . import experiments
+    from kl_repro.paper_a import matrix as experiments
 
     return experiments.run_matrix(profile, log=log)
 

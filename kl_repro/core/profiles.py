@@ -19,7 +19,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from .config import ConfigError
+from kl_repro.core.config import ConfigError
 
 __all__ = ["PROFILES", "DEFAULT_PROFILE", "check_profile_name", "load_profile", "notebook_parameters"]
 

@@ -26,7 +26,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from .config import Config, ConfigError, require
+from kl_repro.core.config import Config, ConfigError, require
 
 __all__ = [
     "VPSDE",

@@ -30,12 +30,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from . import store
-from .config import Config, ConfigError, config_hash, from_dict, require, to_dict
-from .data import CHANNELS, DataConfig, data_shape
-from .losses import DiffusionConfig, make_grid
-from .nets import NetConfig, build_net, count_parameters
-from .samplers import DDIMConfig, ddim_sample
+from kl_repro.core import store
+from kl_repro.core.config import Config, ConfigError, config_hash, from_dict, require, to_dict
+from kl_repro.data import CHANNELS, DataConfig, data_shape
+from kl_repro.paper_a.losses import DiffusionConfig, make_grid
+from kl_repro.nets import NetConfig, build_net, count_parameters
+from kl_repro.paper_a.ddim import DDIMConfig, ddim_sample
 
 __all__ = [
     "TrainConfig",
@@ -180,7 +180,7 @@ def load_run_config(path: str | Path | None = None, sets: list[str] | tuple[str,
     """
     import tomllib
 
-    from .config import parse_set_option
+    from kl_repro.core.config import parse_set_option
 
     data: dict[str, Any] = {}
     if path is not None:
@@ -463,7 +463,7 @@ class Run:
             _sidecar(path).unlink(missing_ok=True)
 
     def remove_stale_files(self) -> list[Path]:
-        """Delete what an interrupted writer leaves behind: ``.*.tmp`` files of :mod:`kl_repro.store`'s atomic
+        """Delete what an interrupted writer leaves behind: ``.*.tmp`` files of :mod:`kl_repro.core.store`'s atomic
         writes and checksum sidecars whose checkpoint is absent.  Call it only while holding the run's lock."""
         stale = [p for p in self.dir.rglob(".*.tmp") if p.is_file()]
         if self.ckpt_dir.is_dir():

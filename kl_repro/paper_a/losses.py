@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import kl
-from .config import Config, ConfigError, override, require
-from .schedules import VPSchedule, ddpm_linear_alpha_bar, time_input
+from kl_repro.paper_a import kl
+from kl_repro.core.config import Config, ConfigError, override, require
+from kl_repro.schedule import VPSchedule, ddpm_linear_alpha_bar, time_input
 
 __all__ = [
     "DiffusionConfig",
@@ -174,7 +174,7 @@ def make_grid(cfg: DiffusionConfig) -> Grid:
     if not cfg.is_kl:
         E = np.ones((T, 1))
     elif cfg.kl_coeffs == "exact":
-        from .paths import kl_exact_coefficients  # eq. (12) quadrature, shared with the path-smoothness chapter
+        from kl_repro.paper_a.forward_paths import kl_exact_coefficients  # eq. (12) quadrature, shared with the path-smoothness chapter
 
         sched = VPSchedule(cfg.beta_min, cfg.beta_max)
         E = kl_exact_coefficients(t, cfg.d, sched) / sched.sigma(t)[:, None]

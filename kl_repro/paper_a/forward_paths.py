@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kl
-from .config import Config, ConfigError, require
-from .schedules import VPSchedule
+from kl_repro.paper_a import kl
+from kl_repro.core.config import Config, ConfigError, require
+from kl_repro.schedule import VPSchedule
 
 __all__ = [
     "uniform_grid",
@@ -207,7 +207,7 @@ class SmoothnessConfig(Config):
     seed: int = 0
 
     def check(self) -> None:
-        from .profiles import check_profile_name
+        from kl_repro.core.profiles import check_profile_name
 
         check_profile_name(self.profile)
         require(self.n_paths >= 1, f"n_paths must be >= 1, got {self.n_paths}")

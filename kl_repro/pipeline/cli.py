@@ -1,7 +1,7 @@
 """Command line: ``kl-repro <command> ...`` (``kl-repro --help`` lists the commands).
 
 Each command is a small function ``cmd_<name>(args) -> int`` plus its argument declarations in
-:func:`build_parser`.  Errors in user input (:class:`~kl_repro.config.ConfigError`) print one clear
+:func:`build_parser`.  Errors in user input (:class:`~kl_repro.core.config.ConfigError`) print one clear
 line and exit with status 2, before any computation.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError
+from kl_repro.core.config import ConfigError
 
 __all__ = ["main", "build_parser"]
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
     """List the profiles and what each is for."""
-    from .profiles import PROFILES, load_profile
+    from kl_repro.core.profiles import PROFILES, load_profile
 
     for name in PROFILES:
         print(f"{name:6s}  {load_profile(name)['description']}")
@@ -38,9 +38,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     """Train the profile's runs, execute every notebook, build the book (``make reproduce``)."""
     from pathlib import Path
 
-    from .profiles import check_profile_name
-    from .reproduce import reproduce
-    from .store import LockBusy
+    from kl_repro.core.profiles import check_profile_name
+    from kl_repro.pipeline.reproduce import reproduce
+    from kl_repro.core.store import LockBusy
 
     check_profile_name(args.profile)
     _terminate_as_interrupt()
@@ -56,8 +56,8 @@ def cmd_book(args: argparse.Namespace) -> int:
     """Rebuild the HTML book from the stored results of a profile (no execution)."""
     from pathlib import Path
 
-    from .profiles import check_profile_name
-    from .reproduce import build_book, repo_root
+    from kl_repro.core.profiles import check_profile_name
+    from kl_repro.pipeline.reproduce import build_book, repo_root
 
     check_profile_name(args.profile)
     root = repo_root()
@@ -68,7 +68,7 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 def cmd_fid(args: argparse.Namespace) -> int:
     """Sample quality of a trained run: FID (or FD_clf for digits), KID, IS where available; stored in the run folder."""
-    from .metrics import EvalConfig, evaluate_run
+    from kl_repro.evaluation.metrics import EvalConfig, evaluate_run
 
     cfg = EvalConfig(num_samples=args.num_samples, extractor=args.extractor, ref_images=args.ref_images,
                      seed=args.seed, batch_size=args.batch_size, device=args.device)
@@ -78,7 +78,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
 
 def cmd_fid_ref(args: argparse.Namespace) -> int:
     """Compute (or find cached) the reference statistics of a data set's real images."""
-    from .metrics import ReferenceConfig, default_extractor, reference_stats
+    from kl_repro.evaluation.metrics import ReferenceConfig, default_extractor, reference_stats
 
     ref = ReferenceConfig(dataset=args.dataset, split=args.split, resolution=args.resolution,
                           num_images=args.num_images, root=args.root)
@@ -92,9 +92,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume, or reuse) one run of paper A from a config file and ``--set`` overrides."""
     from pathlib import Path
 
-    from .runs import load_run_config
-    from .store import LockBusy, profile_dir
-    from .train import train
+    from kl_repro.paper_a.training.run import load_run_config
+    from kl_repro.core.store import LockBusy, profile_dir
+    from kl_repro.paper_a.training.loop import train
 
     cfg = load_run_config(args.config, args.set or [])
     runs_dir = Path(args.runs_dir) if args.runs_dir else profile_dir(args.profile) / "runs"
@@ -115,8 +115,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from . import store
-    from .runs import Run
+    from kl_repro.core import store
+    from kl_repro.paper_a.training.run import Run
 
     run = Run.open(args.run_dir)
     sampler = run.config.sampler.replace(**{k: v for k, v in (("eta", args.eta), ("S", args.steps)) if v is not None})
@@ -129,7 +129,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif out.suffix == ".npz":
         import io
 
-        from .plotting import to_uint8
+        from kl_repro.core.plotting import to_uint8
 
         buf = io.BytesIO()
         np.savez(buf, to_uint8(x))
@@ -139,7 +139,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         from PIL import Image
 
-        from .plotting import image_grid
+        from kl_repro.core.plotting import image_grid
 
         g = image_grid(x)
         buf = io.BytesIO()
@@ -151,8 +151,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print a profile's paper-A runs: status (train, resume, evaluate, finished) and estimated time left."""
-    from .experiments import plan_table
-    from .profiles import check_profile_name
+    from kl_repro.paper_a.matrix import plan_table
+    from kl_repro.core.profiles import check_profile_name
 
     check_profile_name(args.profile)
     rows, per_artefact = plan_table(args.profile)
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_profiles)
 
     s = sub.add_parser("train", help="train one run of paper A (resumes an interrupted run, reuses a finished one)",
-                       description="The run is named by its config. Multi-GPU: accelerate launch -m kl_repro.cli train ...")
+                       description="The run is named by its config. Multi-GPU: accelerate launch -m kl_repro.pipeline.cli train ...")
     s.add_argument("--config", help="TOML/JSON file with sections [data] [net] [diffusion] [train] [sampler]")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.steps=1000 (repeatable)")
     s.add_argument("--profile", default="cpu", help="results go to <results>/<profile>/runs (default cpu)")

@@ -1,7 +1,7 @@
 """Paper B's artefacts: our numbers beside the paper's, and one verdict sentence per claim (floor 6).
 
-Each ``artefact_*`` function turns the results of a :mod:`kl_repro.fp_experiments` driver into the
-payload of :func:`kl_repro.store.save_artefact`: ``ours`` (with profile, sample counts, seeds, presets),
+Each ``artefact_*`` function turns the results of a :mod:`kl_repro.paper_b.experiments` driver into the
+payload of :func:`kl_repro.core.store.save_artefact`: ``ours`` (with profile, sample counts, seeds, presets),
 ``paper`` (values read from ``paper_values/paper_b.toml`` with their source) and ``verdict``.  Verdicts
 are computed from the numbers (thresholds and comparisons), never written in advance.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fp_experiments import EigenSpectraConfig, OperatorSamplerConfig
+from kl_repro.paper_b.experiments import EigenSpectraConfig, OperatorSamplerConfig
 
 __all__ = [
     "verdict_speed",

@@ -29,8 +29,8 @@ import numpy as np
 import scipy.linalg as sla
 import torch
 
-from .config import ConfigError
-from .kernels import grad_x, gram, laplace_x, sqdist
+from kl_repro.core.config import ConfigError
+from kl_repro.paper_b.kernels import grad_x, gram, laplace_x, sqdist
 
 __all__ = [
     "gram_generator",

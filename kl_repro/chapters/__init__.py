@@ -1,0 +1,1 @@
+"""One module per notebook: its config and the functions returning its data, figures and artefacts."""

@@ -1,0 +1,1 @@
+"""Layer 0: configs, RNG, results store, profiles, artefact registry, plotting."""

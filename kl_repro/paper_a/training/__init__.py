@@ -1,0 +1,1 @@
+"""Paper A's training runs: the run folder (configs, checkpoints) and the training loop."""

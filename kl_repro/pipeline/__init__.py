@@ -1,0 +1,1 @@
+"""Top layer: worker pool, notebook execution, book pages, make reproduce, the command line."""
