@@ -27,11 +27,12 @@ def _timed(fn, repeats: int = 1) -> float:
 
 def run(quick: bool = False) -> dict:
     """Inception images/s (batch 10 when quick, else 50, after one warm-up batch) and extrapolated FID costs."""
-    from kl_repro.evaluation import metrics as M
+    from kl_repro.evaluation import distances as M
+    from kl_repro.evaluation import features as F
 
     batch, n_batches = (10, 1) if quick else (50, 3)
     t_build = time.perf_counter()
-    ext = M.build_extractor("inception-v3-compat")
+    ext = F.build_extractor("inception-v3-compat")
     t_build = time.perf_counter() - t_build
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch * n_batches, 3, 32, 32), generator=g, dtype=torch.uint8)

@@ -1,4 +1,4 @@
-"""Data sets of paper A (Sec. 6.1 and ``kl_paper_spec.md`` section 4.1) and a 2-D toy mixture.
+"""Data sets of paper A (Sec. 6.1) and a 2-D toy mixture.
 
 * ``digits``   scikit-learn's bundled 8x8 digits (1,797 images, embedded: no download);
 * ``mnist``    MNIST rescaled 28 -> 32 as in the paper (torchvision layout under the data root);
@@ -7,7 +7,8 @@
 * ``toy2d``    a 2-D Gaussian mixture with exact density and score (:class:`Toy2D`).
 
 :func:`load_images` returns the unaugmented uint8 images ``(N, C, H, W)`` in a fixed order;
-:func:`load_dataset` wraps them as float32 in [-1, 1] with the paper's random horizontal flip.
+:func:`load_dataset` wraps them as float32 in [-1, 1] (:func:`kl_repro.core.images.to_float`) with the
+paper's random horizontal flip.
 The training loop draws its batches with :meth:`ImageDataset.batch` from indices and flips that
 are derived from ``(seed, step)`` (:func:`generator`), so a resumed run sees the same data.
 """
@@ -15,6 +16,7 @@ are derived from ``(seed, step)`` (:func:`generator`), so a resumed run sees the
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kl_repro.core.config import Config, ConfigError, require
+from kl_repro.core.images import to_float
 
 __all__ = [
     "DataConfig",
@@ -37,7 +40,6 @@ __all__ = [
     "ImageDataset",
     "PointDataset",
     "Toy2D",
-    "to_float",
     "derive_seed",
     "generator",
 ]
@@ -49,6 +51,8 @@ DIGITS_TRAIN = 1500  # digits has no official split: the first 1,500 images trai
 TOY2D_POINTS = 10_000  # size of the fixed toy2d point set when ``subset`` is None
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+log = logging.getLogger("kl_repro")
 
 
 # --- per-item seeds -------------------------------------------------------------------------------
@@ -73,7 +77,7 @@ class DataConfig(Config):
     name: DatasetName = "digits"  # the embedded set that needs no download
     resolution: int | None = None  # None: digits 8, mnist 32 (paper rescales 28 -> 32), cifar10 32, celebahq 64
     root: str | None = None  # None: $KL_REPRO_DATA, else ./data
-    split: Literal["train", "test", "all"] = "train"  # paper: MNIST uses all 70k (spec ambiguity 17)
+    split: Literal["train", "test", "all"] = "train"  # paper A's MNIST is all 70k images (split="all"); default: the training split
     flip: bool = True  # paper: random horizontal flip for every data set, MNIST included
     download: bool = False  # torchvision download when files are missing (needs network)
     subset: int | None = None  # first n items, fixed order (None: all)
@@ -177,9 +181,7 @@ def _cifar10(cfg: DataConfig, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
         needed += [f"cifar-10-batches-py/{f}" for f in train_files]
     _missing(root, needed, "CIFAR-10", download_hint=not cfg.download)
     if cfg.split in ("train", "all") and len(present) < 5:
-        import logging
-
-        logging.getLogger("kl_repro").warning(
+        log.warning(
             "CIFAR-10: only %d of 5 training batches under %s (%s); using %d training images",
             len(present), folder, ", ".join(present), 10_000 * len(present))
 
@@ -251,11 +253,6 @@ def load_images(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return _resize_uint8(x, cfg.res).contiguous(), y
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` to float32 ``[-1, 1]``."""
-    return images.to(torch.float32) / 127.5 - 1.0
-
-
 class ImageDataset(Dataset):
     """Images in memory; items are float32 ``(C, H, W)`` in [-1, 1], randomly flipped when ``flip``."""
 
@@ -316,7 +313,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 class Toy2D(Config):
     """Isotropic 2-D Gaussian mixture ``p(x) = sum_j w_j N(x; m_j, s_j^2 I)`` with exact log-density and score.
 
-    Defaults: the mixture of paper B's tests (``fp_paper_spec.md`` T5): means (-2, 0), (2, 0), (0, 2),
+    Defaults: the mixture of paper B's checks with known answers (Methods B.5, T5): means (-2, 0), (2, 0), (0, 2),
     weights (0.5, 0.3, 0.2), std 0.3.  :meth:`perturbed` gives the exact marginal of
     ``x_t = alpha x_0 + sigma eps``, hence exact noisy scores for any VP/VE time.
     """

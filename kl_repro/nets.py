@@ -1,12 +1,13 @@
-"""The denoising network ``eps_theta(x, t, k)`` of paper A (Sec. 5, Sec. 6.2; ``kl_paper_spec.md`` section 3).
+"""The denoising network ``eps_theta(x, t, k)`` of paper A (Sec. 5, Sec. 6.2; Methods A.5 for how it sees ``k``).
 
 The paper borrows the U-Net of lucidrains' ``denoising-diffusion-pytorch`` ("a fixed U-Net
 architecture for all experiments"); we use that class itself (pinned 2.1.1), configured by
-:class:`NetConfig` (paper: ``dim=64, dim_mults=(1, 2, 4, 8)``).  For 2-D data a small MLP with the
+:class:`NetConfig` (``dim=64, dim_mults=(1, 2, 4, 8)``, the library README's size: the paper gives
+none).  For 2-D data a small MLP with the
 same time embedding stands in.
 
 The basis index ``k`` (0-based here, ``k = 0..d-1`` for the paper's ``k = 1..d``) enters in one of
-two ways (spec ambiguity 4):
+two ways (the paper only says "no additional learnable parameters"; our choice, see the Deviations page):
 
 * ``time_offset`` (default, zero new parameters): the time input becomes
   ``time_input + k_offset * k``, so each basis term gets its own band of the sinusoidal embedding;
@@ -34,20 +35,20 @@ log = logging.getLogger("kl_repro")
 
 @dataclass(frozen=True)
 class NetConfig(Config):
-    """Network settings; U-Net defaults are lucidrains' ``Unet`` with the paper's ``dim=64, dim_mults=(1,2,4,8)``."""
+    """Network settings; U-Net defaults are lucidrains' ``Unet`` with its README's ``dim=64, dim_mults=(1,2,4,8)``."""
 
     kind: Literal["unet", "mlp"] = "unet"  # "mlp" for 2-D data (toy2d)
     channels: int | None = None  # None: taken from the data; set it to insist on a channel count
-    # --- lucidrains Unet (spec section 4.2 and ambiguity 10) ---
+    # --- lucidrains Unet: the paper's "fixed U-Net"; we take the README's size at every resolution ---
     dim: int = 64
     dim_mults: tuple[int, ...] = (1, 2, 4, 8)
     attn_heads: int = 4
     attn_dim_head: int = 32
     full_attn: tuple[bool, ...] | None = None  # None: lucidrains default, full attention at the innermost level only
     dropout: float = 0.0
-    flash_attn: bool = False  # numerically irrelevant (spec 4.2)
+    flash_attn: bool = False  # numerically irrelevant (lucidrains' default; its README example sets True)
     sinusoidal_pos_emb_theta: int = 10000
-    # --- how the basis index k enters (spec section 3, ambiguity 4) ---
+    # --- how the basis index k enters (Methods A.5; the Deviations page) ---
     k_cond: Literal["time_offset", "learned_zero_init"] = "time_offset"
     k_offset: float = 1000.0  # time-input offset per basis term, in 1000-step units
     # --- MLP for 2-D data (our choice; the paper has no 2-D experiments) ---
@@ -120,7 +121,8 @@ class DiffusionNet(nn.Module):
     """``eps_theta(x, time_input, k)``: a backbone (lucidrains ``Unet`` or :class:`MLPDenoiser`) plus k conditioning.
 
     ``x``: ``(B, C, H, W)`` or ``(B, D)``; ``time_input``: float ``(B,)`` in 1000-step units
-    (``1000 t - 1``, spec ambiguity 7); ``k``: long ``(B,)`` 0-based basis index, or None (baseline).
+    (``1000 t - 1`` for baseline and KL models alike, so checkpoints stay interchangeable; see the Deviations
+    page); ``k``: long ``(B,)`` 0-based basis index, or None (baseline).
     Returns ``(B, out_mult * C, H, W)`` (or ``(B, out_mult * D)``).
     """
 

@@ -1,6 +1,7 @@
 """Noise schedules: the continuous VP schedule and the discrete DDPM linear schedule.
 
-Paper A, eq. (4) and ``kl_paper_spec.md`` section 0; score_sde ``VPSDE`` (paper B, spec section 2).
+Paper A, eq. (4) (Methods A.1); paper B's VP SDE is the same schedule (Methods B.1).  :class:`VPSchedule`
+is the one place the VP constants live; every other module takes them from it.
 
 * ``beta(t) = beta_min + t (beta_max - beta_min)``, ``beta_min = 0.1``, ``beta_max = 20``;
 * ``alpha_t = exp(-1/2 int_0^t beta) = exp(-t^2 (beta_max - beta_min)/4 - t beta_min / 2)``;
@@ -8,7 +9,7 @@ Paper A, eq. (4) and ``kl_paper_spec.md`` section 0; score_sde ``VPSDE`` (paper 
 
 Continuous time ``t`` lives in [0, 1]; an integer ``step`` indexes a discrete grid.
 The DDPM linear schedule with T = 1000 (betas 1e-4 .. 0.02) is the same schedule sampled on
-``t = (step + 1) / 1000``; :func:`schedule_agreement` measures how closely (spec Table A1).
+``t = (step + 1) / 1000``; :func:`schedule_agreement` measures how closely (Methods A.1).
 """
 
 from __future__ import annotations
@@ -33,12 +34,19 @@ class VPSchedule(Config):
         require(0 < self.beta_min <= self.beta_max, f"need 0 < beta_min <= beta_max, got {self.beta_min}, {self.beta_max}")
 
     def beta(self, t):
-        """``beta(t)``, the noise rate at continuous time ``t``."""
-        return self.beta_min + np.asarray(t, dtype=np.float64) * (self.beta_max - self.beta_min)
+        """``beta(t)``, the noise rate at continuous time ``t`` (float64 NumPy)."""
+        return self.beta_of(np.asarray(t, dtype=np.float64))
 
     def log_alpha(self, t):
-        """``log alpha_t = -t^2 (beta_max - beta_min)/4 - t beta_min/2``."""
-        t = np.asarray(t, dtype=np.float64)
+        """``log alpha_t = -t^2 (beta_max - beta_min)/4 - t beta_min/2`` (float64 NumPy)."""
+        return self.log_alpha_of(np.asarray(t, dtype=np.float64))
+
+    def beta_of(self, t):
+        """``beta(t)`` in ``t``'s own type and dtype: a float, a NumPy array or a torch tensor (no conversion)."""
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def log_alpha_of(self, t):
+        """``log alpha_t`` in ``t``'s own type and dtype (float, NumPy array or torch tensor; no conversion)."""
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def alpha(self, t):
@@ -58,8 +66,15 @@ class VPSchedule(Config):
         return float(self.beta_min * (t1 - t0) + 0.5 * (self.beta_max - self.beta_min) * (t1**2 - t0**2))
 
 
-def ddpm_linear_alpha_bar(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
-    """``alpha_bar`` of the discrete DDPM linear schedule (Ho et al. 2020), shape ``(T,)``, 0-based step."""
+_VP = VPSchedule()
+
+
+def ddpm_linear_alpha_bar(T: int = 1000, beta_start: float = _VP.beta_min / 1000,
+                          beta_end: float = _VP.beta_max / 1000) -> np.ndarray:
+    """``alpha_bar`` of the discrete DDPM linear schedule (Ho et al. 2020), shape ``(T,)``, 0-based step.
+
+    The defaults, betas 1e-4 .. 0.02 over T = 1000 steps, are the VP constants divided by 1000.
+    """
     if T < 2:
         raise ConfigError(f"T must be >= 2 for the linear schedule, got {T}")
     betas = np.linspace(beta_start, beta_end, T, dtype=np.float64)
@@ -74,7 +89,8 @@ def training_grid(T: int) -> np.ndarray:
 
 
 def time_input(t) -> np.ndarray:
-    """Time-embedding input in 1000-step units, ``1000 t - 1`` (spec ambiguity 7).
+    """Time-embedding input in 1000-step units, ``1000 t - 1`` (our choice for both the baseline and KL models;
+    see the Deviations page).
 
     Baseline step ``j`` (0-based, T = 1000) corresponds to ``t = (j + 1)/1000`` and gets input ``j``;
     KL grid point ``t_i = i/20`` gets ``50 i - 1``, so checkpoints are interchangeable for fine-tuning.
@@ -83,7 +99,7 @@ def time_input(t) -> np.ndarray:
 
 
 def schedule_agreement(T_coarse: int = 20, T: int = 1000, schedule: VPSchedule | None = None) -> dict:
-    """Compare the VP ``alpha_bar(i / T_coarse)`` with DDPM ``alpha_bar[(T/T_coarse) i - 1]`` (spec section 0).
+    """Compare the VP ``alpha_bar(i / T_coarse)`` with DDPM ``alpha_bar[(T/T_coarse) i - 1]`` (Methods A.1).
 
     Returns the grid, both columns and the maximum absolute / relative differences.
     """

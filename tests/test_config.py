@@ -8,9 +8,9 @@ from typing import Literal
 import pytest
 
 from kl_repro.core.config import Config, ConfigError, config_hash, from_dict, override, parse_set_option, require, to_dict
-from kl_repro.paper_a.kl import KLExpansionConfig
-from kl_repro.paper_a.forward_paths import SmoothnessConfig
-from kl_repro.core.profiles import PROFILES, load_profile, notebook_parameters
+from kl_repro.chapters.kl_expansion import KLExpansionConfig
+from kl_repro.chapters.path_smoothness import SmoothnessConfig
+from kl_repro.core.profiles import PROFILES, load_profile
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ def test_every_profile_builds_the_notebook_configs():
     for name in PROFILES:
         prof = load_profile(name)
         assert prof["name"] == name and prof["description"]
-        KLExpansionConfig(**notebook_parameters(name, "01_kl_expansion"))
-        SmoothnessConfig(**notebook_parameters(name, "02_path_smoothness"))
+        KLExpansionConfig(**prof.notebook_parameters("01_kl_expansion"))
+        SmoothnessConfig(**prof.notebook_parameters("02_path_smoothness"))
     with pytest.raises(ConfigError, match="choose one of: smoke, cpu, mnist, paper"):
         load_profile("laptop")
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from kl_repro.core.config import ConfigError
-from kl_repro.data import DataConfig, Toy2D, data_shape, derive_seed, generator, load_dataset, load_images, to_float
+from kl_repro.core.images import to_float, to_uint8
+from kl_repro.data import DataConfig, Toy2D, data_shape, derive_seed, generator, load_dataset, load_images
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -35,6 +36,16 @@ def test_resize_and_float_range():
     assert v.dtype == torch.float32 and v.shape == (20, 1, 8, 8)
     assert float(v.min()) == -1.0 and float(v.max()) == 1.0
     assert torch.allclose(to_float(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([-1.0, 1.0]))
+
+
+def test_uint8_float_conversion_round_trips_and_rounds_half_to_even():
+    u = torch.arange(256, dtype=torch.uint8)
+    x = to_float(u)
+    assert x.dtype == torch.float32 and float(x[0]) == -1.0 and float(x[-1]) == 1.0
+    assert torch.equal(to_uint8(x), u)  # every uint8 value survives the round trip
+    assert to_uint8(u) is u  # uint8 passes through
+    v = torch.tensor([-2.0, -1.0, -0.5, 0.0, 1.0, 3.0], dtype=torch.float64)
+    assert to_uint8(v).tolist() == [0, 0, 64, 128, 255, 255]  # saturates; 127.5 rounds to even (128)
 
 
 def test_flip_mirrors_width_only_where_asked():

@@ -1,4 +1,5 @@
-"""Tests of kl_repro.evaluation.metrics and kl_repro.evaluation.inception (FID/KID/FD_clf plumbing, caches, offline Inception weights).
+"""Tests of kl_repro.evaluation (distances, features, reference, evaluate, inception) and kl_repro.paper_a.evaluate
+(FID/KID/FD_clf plumbing, caches, offline Inception weights, the training hook and final evaluations).
 
 All but the Inception agreement test use the parameter-free ``tiny`` extractor or the small ``clf``
 classifier, on scikit-learn's embedded 8x8 digits, so they run in seconds on a CPU.
@@ -10,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from kl_repro.evaluation import features as F
-from kl_repro.evaluation import metrics as M
 from kl_repro.core.config import ConfigError
+from kl_repro.core.store import cache_dir
+from kl_repro.evaluation import distances as D
+from kl_repro.evaluation import evaluate as E
+from kl_repro.evaluation import features as F
+from kl_repro.evaluation import reference as R
+from kl_repro.paper_a import evaluate as PE
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +49,8 @@ def test_frechet_distance_matches_torch_fidelity():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((300, 24))
     b = rng.standard_normal((250, 24)) @ rng.standard_normal((24, 24)) * 0.3 + 0.5
-    (mu1, s1), (mu2, s2) = M.gaussian_stats(a), M.gaussian_stats(b)
-    ours = M.frechet_distance(mu1, s1, mu2, s2)
+    (mu1, s1), (mu2, s2) = D.gaussian_stats(a), D.gaussian_stats(b)
+    ours = D.frechet_distance(mu1, s1, mu2, s2)
     ref = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, verbose=False)
     assert ours == pytest.approx(ref["frechet_inception_distance"], rel=1e-8)
     assert ours > 1.0
@@ -55,9 +60,9 @@ def test_frechet_distance_singular_covariance_is_finite():
     # fewer samples than dimensions, as for a 2k-sample FID in 2048-d: covariances are singular
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((20, 64)), rng.standard_normal((20, 64))
-    fd = M.frechet_distance(*M.gaussian_stats(a), *M.gaussian_stats(b))
+    fd = D.frechet_distance(*D.gaussian_stats(a), *D.gaussian_stats(b))
     assert np.isfinite(fd) and fd > 0
-    assert M.frechet_distance(*M.gaussian_stats(a), *M.gaussian_stats(a)) == pytest.approx(0.0, abs=1e-8)
+    assert D.frechet_distance(*D.gaussian_stats(a), *D.gaussian_stats(a)) == pytest.approx(0.0, abs=1e-8)
 
 
 def test_kernel_distance_matches_torch_fidelity():
@@ -66,8 +71,8 @@ def test_kernel_distance_matches_torch_fidelity():
     rng = np.random.default_rng(2)
     a = rng.standard_normal((120, 16)).astype(np.float32)
     b = (rng.standard_normal((150, 16)) * 1.2 + 0.3).astype(np.float32)
-    cfg = M.KIDConfig(subsets=7, subset_size=50, seed=11)
-    ours = M.kernel_distance(a, b, cfg)
+    cfg = D.KIDConfig(subsets=7, subset_size=50, seed=11)
+    ours = D.kernel_distance(a, b, cfg)
     ref = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=7, kid_subset_size=50,
                                  rng_seed=11, kid_kernel="poly", kid_kernel_poly_degree=3,
                                  kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, verbose=False)
@@ -79,14 +84,14 @@ def test_kernel_distance_matches_torch_fidelity():
 # --- the acceptance properties, with the tiny extractor --------------------------------------
 
 def _real_stats(x):
-    ext = M.build_extractor("tiny")
-    return M.reference_stats_from_images(M.to_uint8_rgb(x), {"dataset": "digits", "split": "first900"}, ext), ext
+    ext = F.build_extractor("tiny")
+    return R.reference_stats_from_images(F.to_uint8_rgb(x), {"dataset": "digits", "split": "first900"}, ext), ext
 
 
 def test_fid_of_a_set_against_itself_is_zero(digits):
     x, _ = digits
     stats, ext = _real_stats(x[:900])
-    r = M.evaluate_images(x[:900], stats, sampler="real images", extractor=ext, kid=M.KIDConfig(subsets=10, subset_size=300))
+    r = E.evaluate_images(x[:900], stats, sampler="real images", extractor=ext, kid=D.KIDConfig(subsets=10, subset_size=300))
     assert abs(r.value) < 1e-6
     assert abs(r.kid_mean) < 1e-3
     assert r.metric == "FD_tiny" and r.num_samples == 900 and r.num_reference == 900
@@ -95,9 +100,9 @@ def test_fid_of_a_set_against_itself_is_zero(digits):
 def test_fid_and_kid_grow_monotonically_with_noise(digits):
     x, _ = digits
     stats, ext = _real_stats(x[:900])
-    kid = M.KIDConfig(subsets=20, subset_size=400)
+    kid = D.KIDConfig(subsets=20, subset_size=400)
     strengths = [0.0, 0.1, 0.2, 0.4, 0.8]
-    res = [M.evaluate_images(_noisy(x[900:], s), stats, sampler=f"noise {s}", extractor=ext, kid=kid) for s in strengths]
+    res = [E.evaluate_images(_noisy(x[900:], s), stats, sampler=f"noise {s}", extractor=ext, kid=kid) for s in strengths]
     fds, kids = [r.value for r in res], [r.kid_mean for r in res]
     assert all(b > a for a, b in zip(fds, fds[1:])), fds
     assert all(b > a for a, b in zip(kids, kids[1:])), kids
@@ -107,7 +112,7 @@ def test_fid_and_kid_grow_monotonically_with_noise(digits):
 def test_result_carries_metric_extractor_count_and_sampler(digits):
     x, _ = digits
     stats, ext = _real_stats(x[:900])
-    r = M.evaluate_images(x[900:1100], stats, sampler="DDIM eta=1 S=20", extractor=ext, kid=None)
+    r = E.evaluate_images(x[900:1100], stats, sampler="DDIM eta=1 S=20", extractor=ext, kid=None)
     d = r.as_dict()
     assert d["metric"] == "FD_tiny" and d["sampler"] == "DDIM eta=1 S=20" and d["num_samples"] == 200
     assert "tiny" in d["extractor"] and d["kid_mean"] is None
@@ -118,11 +123,11 @@ def test_result_carries_metric_extractor_count_and_sampler(digits):
 def test_batch_sources_agree(digits):
     """A tensor, an iterator of batches and fn(start, size) give the same features, whatever the batch size."""
     x, _ = digits
-    ext = M.build_extractor("tiny")
-    a = M.extract_features(ext, x[:130], batch_size=50)["features"]
-    b = M.extract_features(ext, (x[:130][i: i + 17] for i in range(0, 130, 17)), batch_size=50)["features"]
-    c = M.extract_features(ext, lambda s, n: x[s: s + n], num_samples=130, batch_size=33)["features"]
-    d = M.extract_features(ext, M.to_uint8_rgb(x[:130]), batch_size=7)["features"]
+    ext = F.build_extractor("tiny")
+    a = F.extract_features(ext, x[:130], batch_size=50)["features"]
+    b = F.extract_features(ext, (x[:130][i: i + 17] for i in range(0, 130, 17)), batch_size=50)["features"]
+    c = F.extract_features(ext, lambda s, n: x[s: s + n], num_samples=130, batch_size=33)["features"]
+    d = F.extract_features(ext, F.to_uint8_rgb(x[:130]), batch_size=7)["features"]
     assert a.shape == (130, 96)
     np.testing.assert_allclose(a, b, atol=0)
     np.testing.assert_allclose(a, c, atol=0)
@@ -131,7 +136,7 @@ def test_batch_sources_agree(digits):
 
 def test_uint8_boundary():
     x = torch.tensor([-1.0, -0.5, 0.0, 1.0]).view(1, 1, 2, 2)
-    u = M.to_uint8_rgb(x)
+    u = F.to_uint8_rgb(x)
     assert u.dtype == torch.uint8 and u.shape == (1, 3, 2, 2)
     assert u[0, 0].flatten().tolist() == [0, 64, 128, 255] and torch.equal(u[0, 0], u[0, 2])
 
@@ -144,32 +149,32 @@ def test_reference_cache_is_reused_and_keyed_by_content(digits):
         def fn(b):
             calls.append(len(b))
             return {"features": b.float().flatten(1)[:, :8]}
-        return M.FeatureExtractor("counting", fn, {"name": "counting"}, "FD_counting", "KD_counting")
+        return F.FeatureExtractor("counting", fn, {"name": "counting"}, "FD_counting", "KD_counting")
 
-    M.register_extractor("counting", factory, overwrite=True)
-    ext = M.build_extractor("counting")
-    u = M.to_uint8_rgb(x[:300])
-    s1 = M.reference_stats_from_images(u, {"dataset": "digits"}, ext)
+    F.register_extractor("counting", factory, overwrite=True)
+    ext = F.build_extractor("counting")
+    u = F.to_uint8_rgb(x[:300])
+    s1 = R.reference_stats_from_images(u, {"dataset": "digits"}, ext)
     n1 = len(calls)
-    s2 = M.reference_stats_from_images(u, {"dataset": "digits"}, ext)
+    s2 = R.reference_stats_from_images(u, {"dataset": "digits"}, ext)
     assert len(calls) == n1 and s2.path == s1.path  # cache hit: no extraction
     np.testing.assert_array_equal(s1.mu, s2.mu)
     u2 = u.clone()
     u2[0, :, 0, 0] ^= 1  # one pixel of one image changed: a different content hash
-    s3 = M.reference_stats_from_images(u2, {"dataset": "digits"}, ext)
+    s3 = R.reference_stats_from_images(u2, {"dataset": "digits"}, ext)
     assert len(calls) > n1 and s3.path != s1.path
     n2 = len(calls)
-    M.reference_stats_from_images(u, {"dataset": "digits", "split": "test"}, ext)  # a different descriptor
+    R.reference_stats_from_images(u, {"dataset": "digits", "split": "test"}, ext)  # a different descriptor
     assert len(calls) > n2
 
 
 def test_corrupt_reference_cache_is_recomputed(digits):
     x, _ = digits
-    ext = M.build_extractor("tiny")
-    u = M.to_uint8_rgb(x[:100])
-    s1 = M.reference_stats_from_images(u, {"dataset": "digits"}, ext)
+    ext = F.build_extractor("tiny")
+    u = F.to_uint8_rgb(x[:100])
+    s1 = R.reference_stats_from_images(u, {"dataset": "digits"}, ext)
     s1.path.write_bytes(b"not an npz file")
-    s2 = M.reference_stats_from_images(u, {"dataset": "digits"}, ext)
+    s2 = R.reference_stats_from_images(u, {"dataset": "digits"}, ext)
     np.testing.assert_allclose(s2.mu, s1.mu)
 
 
@@ -179,42 +184,42 @@ def test_bad_inputs_raise_config_error(digits):
     x, _ = digits
     stats, ext = _real_stats(x[:100])
     with pytest.raises(ConfigError, match="unknown feature extractor"):
-        M.evaluate_images(x[:50], stats, sampler="s", extractor="no-such-net")
+        E.evaluate_images(x[:50], stats, sampler="s", extractor="no-such-net")
     with pytest.raises(ConfigError, match="sampler"):
-        M.evaluate_images(x[:50], stats, sampler="", extractor=ext)
+        E.evaluate_images(x[:50], stats, sampler="", extractor=ext)
     with pytest.raises(ConfigError, match=r"\[-1, 1\]"):
-        M.evaluate_images(x[:50] * 3, stats, sampler="s", extractor=ext)
+        E.evaluate_images(x[:50] * 3, stats, sampler="s", extractor=ext)
     with pytest.raises(ConfigError, match="channels"):
-        M.evaluate_images(torch.zeros(4, 2, 8, 8), stats, sampler="s", extractor=ext)
+        E.evaluate_images(torch.zeros(4, 2, 8, 8), stats, sampler="s", extractor=ext)
     with pytest.raises(ConfigError, match=r"\(N, C, H, W\)"):
-        M.evaluate_images(torch.zeros(4, 8, 8), stats, sampler="s", extractor=ext)
+        E.evaluate_images(torch.zeros(4, 8, 8), stats, sampler="s", extractor=ext)
     with pytest.raises(ConfigError, match="holds"):
-        M.evaluate_images(x[:50], stats, sampler="s", extractor=ext, num_samples=60)
+        E.evaluate_images(x[:50], stats, sampler="s", extractor=ext, num_samples=60)
     with pytest.raises(ConfigError, match="num_samples"):
-        M.evaluate_images(lambda s, n: x[s: s + n], stats, sampler="s", extractor=ext)
+        E.evaluate_images(lambda s, n: x[s: s + n], stats, sampler="s", extractor=ext)
     with pytest.raises(ConfigError, match="subset_size"):
-        M.KIDConfig(subset_size=1)
+        D.KIDConfig(subset_size=1)
     with pytest.raises(ConfigError, match="already registered"):
-        M.register_extractor("tiny", lambda ref, device: None)
+        F.register_extractor("tiny", lambda ref, device: None)
     with pytest.raises(ConfigError, match="not images"):
-        M.default_extractor("toy2d")
+        E.default_extractor("toy2d")
 
 
 def test_reference_stats_from_another_extractor_are_refused(digits):
     x, _ = digits
     stats, _ = _real_stats(x[:100])
-    other = M.FeatureExtractor("other", lambda b: {"features": b.float().flatten(1)[:, :4]}, {"name": "other"}, "FD_o", "KD_o")
+    other = F.FeatureExtractor("other", lambda b: {"features": b.float().flatten(1)[:, :4]}, {"name": "other"}, "FD_o", "KD_o")
     with pytest.raises(ConfigError, match="computed with"):
-        M.evaluate_images(x[:50], stats, sampler="s", extractor=other)
+        E.evaluate_images(x[:50], stats, sampler="s", extractor=other)
 
 
 # --- FD_clf --------------------------------------------------------------------------------
 
 def test_classifier_learns_digits_and_is_deterministic(digits):
     x, y = digits
-    cfg = M.ClassifierConfig(steps=80)
-    net1, acc1 = M.train_classifier(M.to_uint8_rgb(x[:1000]), y[:1000], cfg)
-    net2, acc2 = M.train_classifier(M.to_uint8_rgb(x[:1000]), y[:1000], cfg)
+    cfg = F.ClassifierConfig(steps=80)
+    net1, acc1 = F.train_classifier(F.to_uint8_rgb(x[:1000]), y[:1000], cfg)
+    net2, acc2 = F.train_classifier(F.to_uint8_rgb(x[:1000]), y[:1000], cfg)
     assert acc1 > 0.6  # 10 classes: chance is 0.1
     assert acc1 == acc2
     for p, q in zip(net1.parameters(), net2.parameters()):
@@ -229,7 +234,7 @@ def test_classifier_sees_where_strokes_are_at_32x32(digits):
     """
     x, y = digits
     big = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    acc = {pool: M.train_classifier(M.to_uint8_rgb(big), y, M.ClassifierConfig(steps=300, pool=pool))[1] for pool in (1, 2)}
+    acc = {pool: F.train_classifier(F.to_uint8_rgb(big), y, F.ClassifierConfig(steps=300, pool=pool))[1] for pool in (1, 2)}
     assert acc[2] > 0.8, acc  # 0.88 measured (global pooling: 0.57)
     assert acc[2] > acc[1] + 0.1, acc
 
@@ -239,12 +244,12 @@ def test_classifier_logits_give_an_inception_style_score(digits):
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     x, y = digits
-    net, _ = M.train_classifier(M.to_uint8_rgb(x), y, M.ClassifierConfig(steps=100))
-    ext = M.FeatureExtractor("clf-test", lambda b: F._clf_forward(net, b), {"name": "clf-test"}, "FD_clf", "KD_clf", "IS_clf")
-    stats = M.reference_stats_from_images(M.to_uint8_rgb(x[:500]), {"dataset": "digits"}, ext)
-    r = M.evaluate_images(x[500:800], stats, sampler="held-out digits", extractor=ext, kid=None)
+    net, _ = F.train_classifier(F.to_uint8_rgb(x), y, F.ClassifierConfig(steps=100))
+    ext = F.FeatureExtractor("clf-test", lambda b: F._clf_forward(net, b), {"name": "clf-test"}, "FD_clf", "KD_clf", "IS_clf")
+    stats = R.reference_stats_from_images(F.to_uint8_rgb(x[:500]), {"dataset": "digits"}, ext)
+    r = E.evaluate_images(x[500:800], stats, sampler="held-out digits", extractor=ext, kid=None)
     with torch.no_grad():
-        logits = F._clf_forward(net, M.to_uint8_rgb(x[500:800]))["logits"]
+        logits = F._clf_forward(net, F.to_uint8_rgb(x[500:800]))["logits"]
     ref = isc_features_to_metric(logits, splits=10, shuffle=True, rng_seed=2020)
     assert r.metric == "FD_clf" and r.is_metric == "IS_clf"
     assert r.is_mean == pytest.approx(ref["inception_score_mean"], rel=1e-5)
@@ -327,19 +332,19 @@ def test_reference_stats_recomputed_when_subset_or_resolution_changes():
             return tiny.fn(b)
         return F.FeatureExtractor("tiny-count", fn, {"name": "tiny-count"}, "FD_t", "KD_t")
 
-    M.register_extractor("tiny-count", factory, overwrite=True)
-    base = M.ReferenceConfig("digits", num_images=300)
-    s1 = M.reference_stats(base, "tiny-count")
+    F.register_extractor("tiny-count", factory, overwrite=True)
+    base = R.ReferenceConfig("digits", num_images=300)
+    s1 = R.reference_stats(base, "tiny-count")
     assert s1.num_images == 300 and s1.key["shape"] == [1, 8, 8] and s1.key["split"] == "train"
     n = len(calls)
-    s1b = M.reference_stats(base, "tiny-count")
+    s1b = R.reference_stats(base, "tiny-count")
     assert len(calls) == n and s1b.path == s1.path  # same settings: cached
     for changed in (base.replace(num_images=400), base.replace(resolution=16), base.replace(split="test")):
-        s = M.reference_stats(changed, "tiny-count")
+        s = R.reference_stats(changed, "tiny-count")
         assert len(calls) > n, changed  # recomputed
         assert s.path != s1.path
         n = len(calls)
-    assert M.reference_stats(base.replace(resolution=16), "tiny-count").key["shape"] == [1, 16, 16]
+    assert R.reference_stats(base.replace(resolution=16), "tiny-count").key["shape"] == [1, 16, 16]
     assert len(calls) == n  # and that one is cached too
     assert "first 300 train images of digits (8x8)" in s1.description
 
@@ -349,42 +354,42 @@ def test_reference_config_rejects_bad_input():
                      (dict(dataset="digits", split="val"), "split"), (dict(dataset="digits", num_images=1), "num_images"),
                      (dict(dataset="digits", resolution=2), "resolution")):
         with pytest.raises(ConfigError, match=msg):
-            M.ReferenceConfig(**bad)
+            R.ReferenceConfig(**bad)
 
 
 def test_clf_extractor_is_cached_by_content():
-    ref = M.ReferenceConfig("digits")
+    ref = R.ReferenceConfig("digits")
     cfg = F.ClassifierConfig(steps=60)
     e1 = F._clf_factory(ref, "cpu", cfg)
-    files = sorted((p.name, p.stat().st_mtime_ns) for p in M.cache_dir("clf").iterdir())
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in cache_dir("clf").iterdir())
     e2 = F._clf_factory(ref, "cpu", cfg)  # reloaded, not retrained
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in M.cache_dir("clf").iterdir()) == files
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in cache_dir("clf").iterdir()) == files
     assert e1.identity == e2.identity and e1.fd_name == "FD_clf" and "held-out accuracy" in e1.description
-    x = M.to_uint8_rgb(torch.zeros(3, 1, 8, 8))
+    x = F.to_uint8_rgb(torch.zeros(3, 1, 8, 8))
     torch.testing.assert_close(e1.fn(x)["features"], e2.fn(x)["features"])
     e3 = F._clf_factory(ref, "cpu", cfg.replace(seed=1))  # another config: another classifier
     assert e3.identity != e1.identity
 
 
 def test_default_extractors():
-    assert M.default_extractor("digits") == "clf"
-    assert M.default_extractor("cifar10") == "inception-v3-compat"
-    assert {"tiny", "clf", "inception-v3-compat"} <= set(M.extractor_names())
+    assert E.default_extractor("digits") == "clf"
+    assert E.default_extractor("cifar10") == "inception-v3-compat"
+    assert {"tiny", "clf", "inception-v3-compat"} <= set(F.extractor_names())
 
 
 # --- training hook and evaluate_run on a tiny trained model --------------------------------------
 
-EVAL = M.EvalConfig(num_samples=24, extractor="tiny", ref_images=200, batch_size=10, sample_block=16,
+EVAL = E.EvalConfig(num_samples=24, extractor="tiny", ref_images=200, batch_size=10, sample_block=16,
                     kid_subsets=4, kid_subset_size=12)
 
 
 @pytest.fixture(scope="module")
 def tiny_run_cfg():
-    from kl_repro.paper_a.training.loop import TrainNotebookConfig
+    from kl_repro.paper_a.training.config import TrainParams
 
-    return TrainNotebookConfig(dataset="digits", subset=64, model="kl", d=2, B=8, steps=4, dim=8, dim_mults=(1,),
-                               attn_heads=1, attn_dim_head=8, ddim_S=4, checkpoint_every=4, sample_every=0,
-                               eval_every=2, n_grid_samples=0).run_config()
+    return TrainParams(dataset="digits", subset=64, model="kl", d=2, B=8, steps=4, dim=8, dim_mults=(1,),
+                       attn_heads=1, attn_dim_head=8, ddim_S=4, checkpoint_every=4, sample_every=0,
+                       eval_every=2, n_grid_samples=0).run_config()
 
 
 @pytest.fixture(scope="module")
@@ -398,7 +403,7 @@ def tiny_run(tiny_run_cfg, tmp_path_factory):
     old = os.environ.get("KL_REPRO_RESULTS")
     os.environ["KL_REPRO_RESULTS"] = str(base / "results")
     try:
-        return train(tiny_run_cfg, base / "runs", hooks=[M.proxy_hook(EVAL, data=tiny_run_cfg.data)], progress=False)
+        return train(tiny_run_cfg, base / "runs", hooks=[PE.proxy_hook(EVAL, data=tiny_run_cfg.data)], progress=False)
     finally:
         if old is None:
             del os.environ["KL_REPRO_RESULTS"]
@@ -414,21 +419,21 @@ def test_proxy_hook_logs_metrics_and_matches_evaluate_run(tiny_run, monkeypatch)
         assert np.isfinite(r["FD_tiny"]) and r["FD_tiny"] > 0 and np.isfinite(r["KD_tiny"])
         assert r["num_samples"] == 24 and r["sampler"] == "DDIM eta=1 S=4, seed 0"
         assert r["hook"] == "sample_quality" and "tiny" in r["extractor"] and "digits" in r["reference"]
-    res = M.evaluate_run(run.dir, cfg=EVAL, progress=False)
+    res = PE.evaluate_run(run.dir, cfg=EVAL, progress=False)
     assert res.metric == "FD_tiny" and res.num_samples == 24 and res.num_reference == 200
     assert res.value == pytest.approx(rows[-1]["FD_tiny"], rel=1e-6)  # same EMA weights, same seeds
     saved = list((run.dir / "eval").glob("FD_tiny-n24-step4-*.json"))
     assert len(saved) == 1
-    monkeypatch.setattr(M, "evaluate_model", lambda *a, **k: pytest.fail("a stored result should be reused"))
-    assert M.evaluate_run(run.dir, cfg=EVAL, progress=False) == res
+    monkeypatch.setattr(PE, "evaluate_model", lambda *a, **k: pytest.fail("a stored result should be reused"))
+    assert PE.evaluate_run(run.dir, cfg=EVAL, progress=False) == res
 
 
 def test_ddim_blocks_do_not_depend_on_the_block_size(tiny_run_cfg):
     from kl_repro.paper_a.training.run import build_model
 
     net = build_model(tiny_run_cfg)
-    one = torch.cat(list(M.ddim_blocks(net, tiny_run_cfg, 10, seed=3, batch_size=4, block=100)))
-    two = torch.cat(list(M.ddim_blocks(net, tiny_run_cfg, 10, seed=3, batch_size=4, block=6)))
+    one = torch.cat(list(PE.ddim_blocks(net, tiny_run_cfg, 10, seed=3, batch_size=4, block=100)))
+    two = torch.cat(list(PE.ddim_blocks(net, tiny_run_cfg, 10, seed=3, batch_size=4, block=6)))
     assert one.shape == two.shape == (10, 1, 8, 8)
     torch.testing.assert_close(one, two)  # image i is image i, whatever the blocks
     assert all(not torch.equal(one[6 + i], one[i]) for i in range(4))  # and later images are new ones
@@ -436,13 +441,13 @@ def test_ddim_blocks_do_not_depend_on_the_block_size(tiny_run_cfg):
 
 def test_eval_config_and_hook_reject_bad_input(tiny_run_cfg, tmp_path):
     with pytest.raises(ConfigError, match="unknown feature extractor"):
-        M.EvalConfig(extractor="nope")
+        E.EvalConfig(extractor="nope")
     with pytest.raises(ConfigError, match="num_samples"):
-        M.EvalConfig(num_samples=1)
+        E.EvalConfig(num_samples=1)
     with pytest.raises(ConfigError, match="not images"):
-        M.proxy_hook(EVAL, data=tiny_run_cfg.data.replace(name="toy2d", resolution=None))
+        PE.proxy_hook(EVAL, data=tiny_run_cfg.data.replace(name="toy2d", resolution=None))
     with pytest.raises(ConfigError, match="not a run folder"):
-        M.evaluate_run(tmp_path, cfg=EVAL)
+        PE.evaluate_run(tmp_path, cfg=EVAL)
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -467,14 +472,14 @@ def test_cli_fid_ref_and_fid(tiny_run, tmp_path, capsys):
 def test_bad_images_are_refused_before_reference_statistics(digits):
     x, _ = digits
     calls = []
-    M.register_extractor("tiny-count2", lambda ref, device: F.FeatureExtractor(
+    F.register_extractor("tiny-count2", lambda ref, device: F.FeatureExtractor(
         "tiny-count2", lambda b: calls.append(1) or {"features": b.float().flatten(1)[:, :4]}, {"name": "c2"}, "FD_c", "KD_c"),
         overwrite=True)
     bad = x[:40].clone()
     bad[-1] *= 3  # only the last image is out of range
     with pytest.raises(ConfigError, match=r"\[-1, 1\]"):
-        M.evaluate_images(bad, M.ReferenceConfig("digits", num_images=50), sampler="s", extractor="tiny-count2")
+        E.evaluate_images(bad, R.ReferenceConfig("digits", num_images=50), sampler="s", extractor="tiny-count2")
     with pytest.raises(ConfigError, match="num_samples"):
-        M.evaluate_images(lambda s, n: x[s: s + n], M.ReferenceConfig("digits", num_images=50), sampler="s",
+        E.evaluate_images(lambda s, n: x[s: s + n], R.ReferenceConfig("digits", num_images=50), sampler="s",
                           extractor="tiny-count2")
     assert calls == []  # nothing was extracted

@@ -1,15 +1,18 @@
 """One figure style for the whole book, and image grids.
 
 Every notebook calls :func:`set_theme` once; captions say profile, sample counts and seeds
-(:func:`caption`).  Image tensors follow the library convention: ``(N, C, H, W)`` floats in
-[-1, 1] or uint8 in [0, 255].
+(:func:`caption`).  Image tensors follow the library convention (:mod:`kl_repro.core.images`):
+``(N, C, H, W)`` floats in [-1, 1] or uint8 in [0, 255].
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-__all__ = ["set_theme", "PALETTE", "to_uint8", "image_grid", "show_grid", "caption"]
+from kl_repro.core import images as image_convention
+
+__all__ = ["set_theme", "PALETTE", "to_uint8_hwc", "image_grid", "show_grid", "caption"]
 
 PALETTE = "colorblind"
 
@@ -23,17 +26,18 @@ def set_theme() -> None:
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "axes.titlesize": "medium", "figure.autolayout": False})
 
 
-def to_uint8(images) -> np.ndarray:
-    """``(N, C, H, W)`` floats in [-1, 1] (or uint8) to uint8 ``(N, H, W, C)``."""
-    x = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-    if x.dtype != np.uint8:
-        x = np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return np.transpose(x, (0, 2, 3, 1))
+def to_uint8_hwc(images) -> np.ndarray:
+    """``(N, C, H, W)`` floats in [-1, 1] (or uint8; tensor or array) to a uint8 array ``(N, H, W, C)``.
+
+    Pixel values by :func:`kl_repro.core.images.to_uint8`; only the layout changes here.
+    """
+    x = images.detach().cpu() if torch.is_tensor(images) else torch.as_tensor(np.asarray(images))
+    return np.transpose(image_convention.to_uint8(x).numpy(), (0, 2, 3, 1))
 
 
 def image_grid(images, nrow: int | None = None, pad: int = 1) -> np.ndarray:
     """Tile images into one ``(H', W', C)`` uint8 array, ``nrow`` images per row (default: square)."""
-    x = to_uint8(images)
+    x = to_uint8_hwc(images)
     n, h, w, c = x.shape
     nrow = nrow or int(np.ceil(np.sqrt(n)))
     ncol_rows = int(np.ceil(n / nrow))

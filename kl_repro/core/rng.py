@@ -1,7 +1,7 @@
 """Counter-based Gaussian noise: per-image streams drawn for a whole batch in one vectorised call.
 
 Samplers give image ``i`` its own noise so that a sample never depends on the batch it was drawn in
-(``kl_paper_spec.md`` section 2.2; EDM's per-image seeds).  One ``torch.Generator`` per image costs a
+(DDIM sampling, Methods A.6; EDM's per-image seeds).  One ``torch.Generator`` per image costs a
 Python call per image and step; here the noise of image ``i`` at draw ``j`` is a pure function of
 ``(key, i, j, element)`` (SplitMix64 hashing of counters, then Box-Muller), computed for all images at
 once with numpy's wrapping uint64 arithmetic.  Identical on every machine and device.

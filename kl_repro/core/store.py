@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kl_repro.core.config import ConfigError
+from kl_repro.core.profiles import Profile, as_profile
 
 __all__ = [
     "results_root",
@@ -48,11 +49,9 @@ def results_root() -> Path:
     return Path(os.environ.get("KL_REPRO_RESULTS", "results")).absolute()
 
 
-def profile_dir(profile: str) -> Path:
+def profile_dir(profile: Profile | str) -> Path:
     """``<results>/<profile>``, created on demand."""
-    from kl_repro.core.profiles import check_profile_name
-
-    p = results_root() / check_profile_name(profile)
+    p = results_root() / as_profile(profile).name
     p.mkdir(parents=True, exist_ok=True)
     return p
 
@@ -203,23 +202,8 @@ class FolderLock:
             self._fd = None
 
 
-@contextlib.contextmanager
-def chdir(path: str | os.PathLike) -> Iterator[None]:
-    """Temporarily change the working directory."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
-def require_dir(path: str | os.PathLike, what: str) -> Path:
-    """``path`` as a Path if it is an existing folder, else a :class:`ConfigError` naming ``what``."""
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise ConfigError(f"{what} {str(p)!r} does not exist or is not a folder")
-    return p
 
 
 def die_with_parent() -> None:

@@ -1,17 +1,19 @@
 """Feature extractors for sample-quality metrics, and the uint8 image boundary they share.
 
 A registry (:func:`register_extractor`) maps names to factories ``factory(ref, device) ->
-FeatureExtractor``; :mod:`kl_repro.evaluation.metrics` computes FID/KID/FD_clf from what they return.
+FeatureExtractor``; :mod:`kl_repro.evaluation.evaluate` computes FID/KID/FD_clf from what they return
+(Methods E).
 
 * ``inception-v3-compat``: torch-fidelity's exact port of the TF Inception graph (2048-d pool3, the
   FID features of both papers), with verified offline weights (:mod:`kl_repro.evaluation.inception`); its
   logits (for the Inception Score) only when torch-fidelity's own weights file is present.
-* ``clf``: a small classifier trained on the metric's own data set (fp spec sec. 8, E3), for 8x8
-  ``digits`` where Inception features mean little; its Fréchet distance is ``FD_clf``, never "FID".
+* ``clf``: a small classifier trained on the metric's own data set (our addition for the reduced
+  profiles, see the Deviations page, "FID protocol"), for 8x8 ``digits`` where Inception features mean
+  little; its Fréchet distance is ``FD_clf``, never "FID".
 * ``tiny``: parameter-free cell statistics, so the metric plumbing is tested in seconds.
 
 Images cross the boundary as ``(N, C, H, W)`` floats in [-1, 1] (or uint8) and leave it as uint8
-``(N, 3, H, W)`` (``round((x + 1) 127.5)``; grey repeated to 3 channels), as torch-fidelity expects.
+``(N, 3, H, W)`` (:func:`kl_repro.core.images.to_uint8`; grey repeated to 3 channels), as torch-fidelity expects.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from kl_repro.core.config import Config, ConfigError, config_hash, require, to_dict
-from kl_repro.evaluation.inception import sha256_file
+from kl_repro.core.images import to_float, to_uint8
 from kl_repro.core.store import atomic_torch_save, atomic_write_json, cache_dir, read_json
+from kl_repro.data import DataConfig, load_images
+from kl_repro.evaluation.inception import describe, inception_weights, sha256_file
 
 __all__ = [
     "to_uint8_rgb",
@@ -38,7 +45,6 @@ __all__ = [
     "ClassifierConfig",
     "train_classifier",
     "sha256_array",
-    "sha256_file",
 ]
 
 _FLOAT_SLACK = 1e-3  # float images may exceed [-1, 1] by this much (rounding) before we refuse them
@@ -48,8 +54,6 @@ _FLOAT_SLACK = 1e-3  # float images may exceed [-1, 1] by this much (rounding) b
 
 def to_uint8_rgb(batch):
     """One batch ``(n, C, H, W)`` (float in [-1, 1] or uint8, C in {1, 3}) to uint8 ``(n, 3, H, W)`` on CPU."""
-    import torch
-
     if not torch.is_tensor(batch):
         batch = torch.as_tensor(np.asarray(batch))
     require(batch.dim() == 4, f"images must be (N, C, H, W), got shape {tuple(batch.shape)}")
@@ -59,7 +63,7 @@ def to_uint8_rgb(batch):
         require(batch.is_floating_point(), f"images must be float in [-1, 1] or uint8, got dtype {batch.dtype}")
         if batch.numel():
             _check_range(float(batch.min()), float(batch.max()))
-        batch = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        batch = to_uint8(batch)
     return batch.expand(-1, 3, -1, -1).contiguous() if batch.shape[1] == 1 else batch
 
 
@@ -76,8 +80,6 @@ def iter_batches(images, num_samples: int | None = None, batch_size: int = 100) 
     re-cut into batches of at most ``batch_size``.  ``num_samples`` truncates the other forms; asking
     for more images than a tensor or an iterable holds is an error.
     """
-    import torch
-
     require(isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be an integer >= 1, got {batch_size!r}")
     require(num_samples is None or (isinstance(num_samples, int) and num_samples >= 1),
             f"num_samples must be an integer >= 1, got {num_samples!r}")
@@ -187,7 +189,7 @@ def build_extractor(name: str, ref=None, device: str = "cpu") -> FeatureExtracto
     """Build (or reuse from this process) the extractor ``name``.
 
     ``ref`` is the data set it serves, any object with ``dataset``, ``resolution`` and ``root``
-    (a :class:`~kl_repro.evaluation.metrics.ReferenceConfig`); only ``clf`` needs it.
+    (a :class:`~kl_repro.evaluation.reference.ReferenceConfig`); only ``clf`` needs it.
     """
     check_extractor_name(name)
     key = (name, None if ref is None else (ref.dataset, ref.resolution, ref.root), device)
@@ -202,8 +204,7 @@ def extract_features(extractor: FeatureExtractor, images, num_samples: int | Non
 
     Returns float32 arrays ``features`` ``(N, D)`` and, if the extractor has them, ``logits`` ``(N, K)``.
     """
-    import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # third-party; the plain bar: tqdm.auto warns in a kernel without ipywidgets (TqdmWarning)
 
     out: dict[str, list] = {}
     batches = iter_batches(images, num_samples, batch_size)
@@ -222,9 +223,6 @@ def _tiny_factory(ref, device) -> FeatureExtractor:
     Deterministic and instant, so the metric plumbing is tested without Inception.  Noise raises the
     within-cell deviation, so its FD grows with noise strength.
     """
-    import torch
-    import torch.nn.functional as F
-
     def fn(x):
         x = x.float() / 255.0
         g = min(4, x.shape[-1], x.shape[-2])
@@ -239,9 +237,7 @@ def _tiny_factory(ref, device) -> FeatureExtractor:
 
 def _inception_factory(ref, device) -> FeatureExtractor:
     """torch-fidelity's ``inception-v3-compat`` with verified offline weights (pool3 2048-d; logits if available)."""
-    from torch_fidelity.utils import create_feature_extractor
-
-    from kl_repro.evaluation.inception import describe, inception_weights
+    from torch_fidelity.utils import create_feature_extractor  # third-party, slow to import: only when built
 
     w = inception_weights()
     layers = ["2048", "logits_unbiased"] if w.has_logits else ["2048"]
@@ -267,7 +263,7 @@ register_extractor("inception-v3-compat", _inception_factory)
 
 @dataclass(frozen=True)
 class ClassifierConfig(Config):
-    """The classifier behind ``FD_clf`` (fp spec sec. 8, E3): a 3-layer conv net trained on the metric's data set.
+    """The classifier behind ``FD_clf`` (Methods E): a 3-layer conv net trained on the metric's data set.
 
     For 8x8 ``digits`` the Inception network sees 299x299 blow-ups of 64 pixels and its features mean
     little; a classifier of the data itself gives a Fréchet distance in features that separate the
@@ -297,9 +293,8 @@ class ClassifierConfig(Config):
         require(0 < self.held_out < 1, f"held_out must be in (0, 1), got {self.held_out}")
 
 
-def _classifier_net(num_classes: int, cfg: ClassifierConfig):
-    import torch.nn as nn
-
+def _classifier_net(num_classes: int, cfg: ClassifierConfig) -> nn.Sequential:
+    """The FD_clf classifier: three convolutions, a ``pool x pool`` average, the feature layer, the logits."""
     w = cfg.width
     return nn.Sequential(
         nn.Conv2d(3, w, 3, padding=1), nn.SiLU(),
@@ -312,7 +307,8 @@ def _classifier_net(num_classes: int, cfg: ClassifierConfig):
 
 
 def _clf_forward(net, x_uint8) -> dict:
-    x = x_uint8.float() / 127.5 - 1.0
+    """Features ``(n, feature_dim)`` and logits of uint8 images ``(n, 3, H, W)``, seen as floats in [-1, 1]."""
+    x = to_float(x_uint8)
     feats = net[:-2](x)
     return {"features": feats, "logits": net[-2:](feats)}
 
@@ -323,9 +319,6 @@ def train_classifier(images, labels, cfg: ClassifierConfig = ClassifierConfig())
     The last ``cfg.held_out`` fraction (in the given order) is held out.  Returns ``(net, accuracy)``
     with the held-out accuracy in [0, 1]; seeded, so the same inputs give the same weights.
     """
-    import torch
-    import torch.nn.functional as F
-
     x = to_uint8_rgb(images)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     require(len(x) == len(y), f"{len(x)} images but {len(y)} labels")
@@ -361,10 +354,6 @@ def train_classifier(images, labels, cfg: ClassifierConfig = ClassifierConfig())
 
 def _clf_factory(ref, device, cfg: ClassifierConfig = ClassifierConfig()) -> FeatureExtractor:
     """``clf``: features of :func:`train_classifier` trained on ``ref``'s data set (training split), cached by content."""
-    import torch
-
-    from kl_repro.data import DataConfig, load_images
-
     require(ref is not None, "the clf extractor needs the data set it is trained on (pass ref=ReferenceConfig(...))")
     images, labels = load_images(DataConfig(name=ref.dataset, resolution=ref.resolution, root=ref.root, split="train",
                                             flip=False, subset=cfg.max_train_images))

