@@ -60,7 +60,7 @@ def run_config(model: str, net: dict, resolution: int | None, B: int, dataset: s
     from kl_repro.data import DataConfig
     from kl_repro.paper_a.losses import DiffusionConfig
     from kl_repro.nets import NetConfig
-    from kl_repro.paper_a.training.run import RunConfig, TrainConfig
+    from kl_repro.paper_a.training.config import RunConfig, TrainConfig
 
     net_kw = dict(net, channels_last=fast.pop("channels_last", False))
     return RunConfig(data=DataConfig(name=dataset, resolution=resolution), net=NetConfig(**net_kw),

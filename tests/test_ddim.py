@@ -27,7 +27,7 @@ class WavyNet(nn.Module):
         return y if k is None else y * (1.0 + 0.2 * k.view_as(t)) / 3.0
 
 
-def test_timesteps_follow_the_spec():
+def test_timesteps_are_every_t_over_s_th_grid_index():
     assert ddim_timesteps(1000, 20) == list(range(49, 1000, 50))
     assert ddim_timesteps(20, 20) == list(range(20))
     with pytest.raises(ConfigError, match="divide"):

@@ -5,42 +5,54 @@ import json
 import pytest
 
 from kl_repro.paper_a import matrix as E
-from kl_repro.paper_a import report as paper_a
+from kl_repro.paper_a.results import Results
+from kl_repro.paper_a.tables import speedup
+from kl_repro.paper_a.verdicts import speedup_verdict
 from kl_repro.core.config import ConfigError
-from kl_repro.core.profiles import PROFILES
-from kl_repro.pipeline.book import artefact_registry
+from kl_repro.core.profiles import PROFILES, Profile, load_profile
+from kl_repro.core.registry import artefact_registry
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_paper_table_and_figure_is_made_or_declared_absent(profile):
-    m = E.load_matrix(profile)
+    m = E.load_matrix(load_profile(profile))
     in_paper = {a["id"] for a in artefact_registry() if a["in_paper"] and a["id"].startswith("A.")}
     assert in_paper <= m.artefacts(), sorted(in_paper - m.artefacts())
     assert not (set(m.absent) & {a for r in m.runs for a in r.artefacts})  # absent means absent
-    plan = E.planned_runs(profile, m)  # every run's parameters validate
+    plan = E.planned_runs(load_profile(profile))  # every run's parameters validate
     assert len({p.run_dir.name for p in plan}) == len(plan)  # distinct runs, distinct folders
 
 
 def test_every_run_is_a_notebook_03_page():
-    pages = E.training_pages("smoke")
-    assert len(pages) == len(E.planned_runs("smoke"))
+    smoke = load_profile("smoke")
+    pages = E.training_pages(smoke)
+    assert len(pages) == len(E.planned_runs(smoke))
     name, title, params = pages[0]
     assert params["profile"] == "smoke" and name.startswith("digits-baseline-b16")
 
 
+def test_planned_runs_are_computed_once_per_profile_and_results_folder(tmp_path, monkeypatch):
+    cpu = load_profile("cpu")
+    assert E.planned_runs(cpu) is E.planned_runs(cpu)
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
+    moved = E.planned_runs(cpu)
+    assert all(p.run_dir.is_relative_to(tmp_path) for p in moved)
+    assert [p.run_dir.name for p in moved] == [p.run_dir.name for p in E.planned_runs(load_profile("cpu"))]
+
+
 def test_fine_tuning_runs_start_from_the_baseline_run_of_the_same_seed():
-    plan = {p.key: p for p in E.planned_runs("cpu")}
+    plan = {p.key: p for p in E.planned_runs(load_profile("cpu"))}
     ft = plan["digits/ft-kl8-b16@s0"]
     assert ft.depends_on == "digits/baseline-b16@s0"
     assert ft.run_config().init_from.endswith(plan[ft.depends_on].run_dir.name)
 
 
-def _matrix_with(monkeypatch, mutate):
-    from kl_repro.core import profiles
-
-    data = profiles.load_profile("smoke")
+def _matrix_with(mutate) -> Profile:
+    """The smoke profile with its ``[paper_a]`` section changed by ``mutate``."""
+    smoke = load_profile("smoke")
+    data = {key: smoke.get(key) for key in ("name", "description", "notebooks", "paper_a")}
     mutate(data["paper_a"])
-    monkeypatch.setattr(E, "load_profile", lambda name: data)
+    return Profile("smoke", data)
 
 
 @pytest.mark.parametrize("mutate,match", [
@@ -51,16 +63,16 @@ def _matrix_with(monkeypatch, mutate):
     (lambda s: s["run"][-1].update(init_from="nope"), "unknown run"),
     (lambda s: s["run"][0]["params"].update(d_prime=3, model="kl", d=2), "d_prime"),
 ])
-def test_bad_matrices_are_refused_before_any_run(monkeypatch, mutate, match):
-    _matrix_with(monkeypatch, mutate)
+def test_bad_matrices_are_refused_before_any_run(mutate, match):
+    profile = _matrix_with(mutate)
     with pytest.raises(ConfigError, match=match):
-        E.planned_runs("smoke", E.load_matrix("smoke"))
+        E.planned_runs(profile)
 
 
-class _FakeResults(paper_a.Results):
+class _FakeResults(Results):
     def __init__(self, curves):
-        m = E.load_matrix("cpu")
-        super().__init__("cpu", m, E.planned_runs("cpu", m), curves)
+        cpu = load_profile("cpu")
+        super().__init__(cpu, E.load_matrix(cpu), E.planned_runs(cpu), curves)
 
 
 def _rows(seed, pairs):
@@ -71,18 +83,41 @@ def test_speedup_is_the_ratio_of_steps_to_the_baseline_best():
     base = _rows(0, [(250, 10.0), (500, 6.0), (750, 5.0), (1000, 5.5)]) + _rows(1, [(250, 9.0), (500, 4.0), (750, 4.5), (1000, 4.2)])
     kl = _rows(0, [(250, 7.0), (500, 4.9), (750, 3.0), (1000, 2.0)]) + _rows(1, [(250, 8.0), (500, 7.0), (750, 5.0), (1000, 4.1)])
     res = _FakeResults({"digits/baseline-b16": base, "digits/kl8-b16": kl})
-    sp = E_sp = paper_a.speedup(res, "digits")
+    sp = E_sp = speedup(res, "digits")
     pair = E_sp["pairs"][0]
     assert pair["kl"] == "KL-8d-b16" and pair["baseline"] == "Baseline-b16"
     # seed 0: baseline best 5.0 first at 750, KL <= 5.0 first at 500 -> 1.5x; seed 1: 4.0 at 500, KL never
     assert [p["speedup"] for p in pair["per_seed"]] == [pytest.approx(1.5), None]
     assert pair["reached"] == "1/2" and pair["mean"] == pytest.approx(1.5)
-    assert paper_a._verdict_speedup(sp, "digits").startswith("Partly holds")
+    assert speedup_verdict(sp, "digits").startswith("Partly holds")
     assert json.dumps(sp)  # serialisable for the artefact
 
 
 def test_speedup_verdicts():
     mk = lambda m: {"pairs": [{"kl": "KL-8d-b16", "baseline": "Baseline-b16", "mean": m, "min": m, "max": m, "reached": "2/2"}]}
-    assert paper_a._verdict_speedup(mk(2.5), "x").startswith("Holds")
-    assert paper_a._verdict_speedup(mk(1.0), "x").startswith("Does not hold")
-    assert paper_a._verdict_speedup(mk(None), "x").startswith("Does not hold")
+    assert speedup_verdict(mk(2.5), "x").startswith("Holds")
+    assert speedup_verdict(mk(1.0), "x").startswith("Does not hold")
+    assert speedup_verdict(mk(None), "x").startswith("Does not hold")
+
+
+@pytest.mark.slow
+def test_run_matrix_trains_in_worker_processes_then_reuses(tmp_path, monkeypatch):
+    """A two-run matrix through the scheduler's process pool: each run trains, logs to its train.log and gets its
+    final number; a second pass reuses everything."""
+    from kl_repro.pipeline.scheduler import run_matrix
+
+    def two_runs(sec):
+        sec["run"] = [r for r in sec["run"] if r["id"] in ("digits/cost-baseline-b16", "toy2d/baseline-b16")]
+        sec["run"][1]["params"]["steps"] = 30  # toy2d: checkpoint and evaluation at step 30
+
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
+    profile = _matrix_with(two_runs)
+    lines = []
+    assert run_matrix(profile, log=lines.append, workers=2) == []
+    assert any("2 to train" in line for line in lines) and sum("done" in line for line in lines) == 2
+    plan = E.planned_runs(profile)
+    assert [p.status() for p in plan] == ["finished", "finished"]
+    assert "finished " in (plan[0].run_dir / "train.log").read_text()
+    assert json.loads((plan[1].run_dir / "final.json").read_text())["result"]["metric"] == "energy"
+    again = []
+    assert run_matrix(profile, log=again.append) == [] and "2 reused" in again[0]

@@ -46,14 +46,14 @@ X0 = torch.linspace(-1, 1, 2 * 1 * 4 * 4).view(2, 1, 4, 4)
 def test_baseline_loss_matches_hand_reference():
     cfg = DiffusionConfig(model="baseline")
     loss, info = build_loss(cfg)(AffineNet(), X0, torch.Generator().manual_seed(3))
-    _, i, eps = _draws(3, 2, 1, (1, 4, 4), 1000)
+    _, i, noise = _draws(3, 2, 1, (1, 4, 4), 1000)
     abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))  # DDPM linear, T = 1000
     ref = 0.0
     for b in range(2):
         a, s = np.sqrt(abar[i[b]]), np.sqrt(1 - abar[i[b]])
-        x_t = a * X0[b] + s * eps[b, 0]
-        pred = 0.3 * x_t + 1e-4 * float(i[b])  # time input of step j is j
-        ref += float(((pred - eps[b, 0]) ** 2).sum())
+        x_t = a * X0[b] + s * noise[b, 0]
+        eps = 0.3 * x_t + 1e-4 * float(i[b])  # the prediction; time input of step j is j
+        ref += float(((eps - noise[b, 0]) ** 2).sum())
     assert float(loss) == pytest.approx(ref / X0.numel(), rel=1e-5)
     assert info["n_eval"] == 2
 
@@ -129,9 +129,9 @@ def test_kl_noise_has_variance_v_d():
     E = torch.as_tensor(kl.basis_table(T, d), dtype=torch.float32)
     Z = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
     for i in (0, 4, 9, 19):
-        eps = kl_noise(E[i].expand(n, d), Z)
-        assert float(eps.var()) == pytest.approx(float(kl.v_d((i + 1) / T, d)), abs=0.01)
-    # spec Table A1: v_8(0.05) = 0.6764, v_8(1) = 0.9747
+        noise_d = kl_noise(E[i].expand(n, d), Z)
+        assert float(noise_d.var()) == pytest.approx(float(kl.v_d((i + 1) / T, d)), abs=0.01)
+    # eq. (16) on the T = 20 grid (Methods A.4): v_8(0.05) = 0.6764, v_8(1) = 0.9747
     assert kl.v_d(0.05, 8) == pytest.approx(0.6764, abs=1e-4) and kl.v_d(1.0, 8) == pytest.approx(0.9747, abs=1e-4)
 
 
@@ -193,14 +193,14 @@ def test_t_index_fixes_the_noise_level():
 def test_grid_schedules_and_basis_variants():
     base = make_grid(DiffusionConfig(model="baseline"))
     assert base.time_input[:3].tolist() == [0, 1, 2] and base.T == 1000
-    assert base.alpha_bar[49] == pytest.approx(0.97102, abs=1e-5)  # spec Table A1, DDPM column
+    assert base.alpha_bar[49] == pytest.approx(0.97102, abs=1e-5)  # the DDPM linear schedule at 0-based step 49 (Methods A.1)
     g = make_grid(DiffusionConfig(model="kl", d=8))
-    assert g.time_input.tolist() == [50 * i - 1 for i in range(1, 21)]  # spec ambiguity 7
+    assert g.time_input.tolist() == [50 * i - 1 for i in range(1, 21)]  # time input 1000 t - 1 (the Deviations page)
     assert g.alpha_bar[0] == pytest.approx(0.97057, abs=1e-5) and g.E[-1, 1] == pytest.approx(-0.30011, abs=1e-5)
     unit = make_grid(DiffusionConfig(model="kl", d=8, kl_noise_norm="unit"))
     assert np.allclose((unit.E**2).sum(1), 1.0)
     exact = make_grid(DiffusionConfig(model="kl", d=8, kl_coeffs="exact"))
-    # spec Table A2: share of variance of the exact solution (12) kept by d = 8 at t = 0.5 and t = 1
+    # share of the variance the exact solution (12) keeps with d = 8 at t = 0.5 and t = 1 (Methods A.4)
     assert (exact.E[9] ** 2).sum() == pytest.approx(0.864, abs=0.01)
     assert (exact.E[19] ** 2).sum() == pytest.approx(0.547, abs=0.01)
     t20 = DiffusionConfig(model="baseline", T=20)

@@ -24,7 +24,9 @@ from kl_repro.core.config import ConfigError, to_dict
 from kl_repro.data import DataConfig
 from kl_repro.paper_a.losses import DiffusionConfig
 from kl_repro.nets import NetConfig
-from kl_repro.paper_a.training.run import CheckpointError, Run, RunConfig, TrainConfig, _hash_view, run_name, verify_checkpoint
+from kl_repro.paper_a.training.checkpoint import CheckpointError, verify_checkpoint
+from kl_repro.paper_a.training.config import RunConfig, TrainConfig, _hash_view, run_name
+from kl_repro.paper_a.training.run import Run
 from kl_repro.core.store import FolderLock, LockBusy
 from kl_repro.paper_a.training.loop import TrainingDiverged, train
 
@@ -276,7 +278,7 @@ import json, sys, time
 from pathlib import Path
 import torch
 from kl_repro.core.config import from_dict
-from kl_repro.paper_a.training.run import RunConfig
+from kl_repro.paper_a.training.config import RunConfig
 from kl_repro.paper_a.training.loop import train
 
 torch.set_num_threads(1)
@@ -358,7 +360,7 @@ def test_a_notebook_parameter_of_the_wrong_type_fails_in_its_config_cell(tmp_pat
     wrongly typed parameter is a ConfigError naming it, before anything is trained or written."""
     monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
     params_cell, config_cell = _notebook_cells("03_train")[:2]
-    assert "TrainNotebookConfig(" in config_cell
+    assert "TrainPageConfig(" in config_cell
     ns: dict = {}
     exec(params_cell, ns)
     exec(f"profile = 'smoke'\n{name} = {value}", ns)  # papermill's injected-parameters cell

@@ -1,9 +1,10 @@
-"""VP schedule (paper A eq. (4)) and the path-smoothness diagnostics (paper A Sec. 3.3, spec section 6)."""
+"""VP schedule (paper A eq. (4)) and the path-smoothness diagnostics (paper A Sec. 3.3; Methods A.8)."""
 
 import numpy as np
 import pytest
 
 from kl_repro.paper_a import forward_paths as paths
+from kl_repro.paper_a import kl
 from kl_repro.core.config import ConfigError
 from kl_repro.schedule import VPSchedule, ddpm_linear_alpha_bar, schedule_agreement, time_input
 
@@ -55,7 +56,7 @@ def test_kl_paths_have_rank_at_most_d_plus_one():
     assert [r["rank"] for r in rows[1:]] == [2, 3, 9]
 
 
-def test_exact_solution_keeps_the_spec_table_a2_variance():
+def test_exact_solution_keeps_less_variance_near_one_than_the_approximation():
     kept = paths.exact_variance_kept(np.array([0.05, 0.25, 1.0]), 8)
     assert kept == pytest.approx([0.606, 0.874, 0.547], abs=2e-3)
     # Parseval (13): the exact coefficients recover sigma_t^2 as d grows
@@ -69,7 +70,6 @@ def test_noise_correlations():
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((20_000, 8, 1))
     t = np.array([0.5, 0.55, 1.0])
-    from kl_repro.paper_a import kl
     noise = np.einsum("nk,pkd->pnd", kl.basis_e(t, 8), Z)
     C = paths.empirical_noise_correlation(noise)
     assert C[0, 1] == pytest.approx(0.981, abs=5e-3)

@@ -12,10 +12,13 @@ from kl_repro.core.config import ConfigError, from_dict, to_dict
 from kl_repro.data import DataConfig, load_images
 from kl_repro.paper_a.losses import DiffusionConfig, eps_predictor, make_grid
 from kl_repro.nets import NetConfig
-from kl_repro.paper_a.training.run import (CheckpointError, Run, RunConfig, TrainConfig, build_model, init_from_baseline, load_run_config,
-                           run_name, verify_checkpoint)
+from kl_repro.chapters.train_page import TrainPageConfig
+from kl_repro.core.profiles import load_profile
 from kl_repro.paper_a.ddim import DDIMConfig
-from kl_repro.paper_a.training.loop import TrainNotebookConfig, TrainingDiverged, batch_indices, resolve_mixed_precision, train
+from kl_repro.paper_a.training.checkpoint import CheckpointError, rng_state, set_rng_state, verify_checkpoint
+from kl_repro.paper_a.training.config import RunConfig, TrainConfig, TrainParams, load_run_config, run_name
+from kl_repro.paper_a.training.loop import TrainingDiverged, batch_indices, resolve_mixed_precision, train, train_from_params
+from kl_repro.paper_a.training.run import Run, build_model, init_from_baseline
 
 TINY = NetConfig(dim=8, dim_mults=(1, 2), attn_heads=1, attn_dim_head=8)
 
@@ -265,17 +268,49 @@ def test_finetuning_run_trains_from_the_baseline(baseline_run, tmp_path):
 
 
 def test_notebook_parameters_map_onto_a_run_config():
-    nb = TrainNotebookConfig(profile="smoke", dataset="digits", model="kl_partial", d=6, d_prime=2, B=4, steps=3,
-                             dim=8, dim_mults=(1, 2), ddim_S=10)
+    nb = TrainPageConfig(profile="smoke", dataset="digits", model="kl_partial", d=6, d_prime=2, B=4, steps=3,
+                         dim=8, dim_mults=(1, 2), ddim_S=10)
     cfg = nb.run_config()
     assert (cfg.diffusion.d, cfg.diffusion.d_prime, cfg.diffusion.T, cfg.sampler.S) == (6, 2, 20, 10)
     assert cfg.net.dim == 8 and cfg.train.B == 4 and cfg.data.name == "digits"
-    assert TrainNotebookConfig(model="kl", T=25).run_config().sampler.S == 25  # KL: every grid point (d x T = 200 family)
-    assert TrainNotebookConfig(model="baseline").run_config().sampler.S == 20  # baseline: every 50th of 1000
-    toy = TrainNotebookConfig(dataset="toy2d", model="baseline").run_config()
+    assert TrainParams(model="kl", T=25).run_config().sampler.S == 25  # KL: every grid point (d x T = 200 family)
+    assert TrainParams(model="baseline").run_config().sampler.S == 20  # baseline: every 50th of 1000
+    toy = TrainParams(dataset="toy2d", model="baseline").run_config()
     assert toy.net.kind == "mlp" and not toy.sampler.clip_x0
     with pytest.raises(ConfigError, match="profile"):
-        TrainNotebookConfig(profile="huge")
+        TrainPageConfig(profile="huge")
+
+
+def test_flat_parameters_have_the_run_configs_defaults():
+    """One set of defaults: flat parameters left out keep the RunConfig's (the paper's) settings."""
+    assert TrainParams().run_config() == RunConfig()
+    assert TrainParams(model="baseline").run_config() == RunConfig(diffusion=DiffusionConfig(model="baseline"))
+    page = TrainPageConfig(profile="smoke")
+    assert {f: getattr(page, f) for f in TrainParams.__dataclass_fields__} == TrainParams().__dict__
+    assert page.run_config() == RunConfig()
+
+
+def test_fine_tuning_parameters_name_the_base_run_in_the_runs_folder(tmp_path):
+    cfg = TrainParams(model="kl", init_from="digits-baseline-b16-s0-0123456789").run_config(tmp_path / "runs")
+    assert cfg.init_from == str(tmp_path / "runs" / "digits-baseline-b16-s0-0123456789")
+    assert cfg.net.k_cond == "learned_zero_init" and cfg.finetune_correction == "split"
+
+
+def test_rng_states_round_trip_exactly(tmp_path):
+    """The global RNG states stored in a checkpoint come back exactly (numpy with a cached Gaussian included)."""
+    import random
+
+    np.random.seed(3)
+    np.random.standard_normal(3)  # an odd count leaves a cached Gaussian
+    random.seed(5)
+    torch.manual_seed(7)
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    expected = (np.random.standard_normal(5), np.random.random(2), random.random(), torch.rand(3))
+    np.random.seed(0), random.seed(0), torch.manual_seed(0)
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    got = (np.random.standard_normal(5), np.random.random(2), random.random(), torch.rand(3))
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    assert got[2] == expected[2] and torch.equal(got[3], expected[3])
 
 
 def test_config_file_and_overrides(tmp_path):
@@ -286,6 +321,14 @@ def test_config_file_and_overrides(tmp_path):
     f.write_text('[train]\nsteps = 5\nlearning_rate = 0.1\n')
     with pytest.raises(ConfigError, match="learning_rate"):
         load_run_config(f)
+    f.write_text('dataset = "digits"\nsubset = 64\nmodel = "kl"\nd = 3\nsteps = 5\n')  # notebook-03 parameters
+    flat = load_run_config(f, ["B=4", "dim=8", "dim_mults=[1, 2]", "label=demo"])
+    assert flat == cfg  # the same run either way (KL with T = 20: DDIM on every grid point is S = 20)
+    assert flat == TrainParams(subset=64, d=3, steps=5, B=4, dim=8, dim_mults=(1, 2), label="demo").run_config()
+    with pytest.raises(ConfigError, match="not both"):
+        load_run_config(f, ["train.B=4"])
+    with pytest.raises(ConfigError, match="stepz"):
+        load_run_config(f, ["stepz=4"])
 
 
 def test_cli_train_and_sample(tmp_path, capsys):
@@ -340,14 +383,13 @@ def test_500_cpu_steps_on_digits_learn_digits(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["baseline", "kl"])
 def test_smoke_profile_trains_in_under_two_minutes(model, tmp_path, monkeypatch):
-    from kl_repro.core.profiles import notebook_parameters
-    from kl_repro.paper_a.training.loop import run_from_notebook_params
-
     monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
-    params = notebook_parameters("smoke", "03_train")
+    profile = load_profile("smoke")
+    params = profile.notebook_parameters("03_train")
+    params.pop("profile")
     params.update(model=model, d=None if model == "baseline" else params["d"])  # the baseline has no KL terms
     t0 = time.perf_counter()
-    run = run_from_notebook_params(progress=False, **params)
+    run = train_from_params(profile, params, progress=False)
     assert time.perf_counter() - t0 < 120 and run.finished
     assert run.dir.parent == tmp_path / "smoke" / "runs"
 
@@ -356,7 +398,7 @@ KILL_SCRIPT = """
 import json, os, signal, sys
 import torch
 from kl_repro.core.config import from_dict
-from kl_repro.paper_a.training.run import RunConfig
+from kl_repro.paper_a.training.config import RunConfig
 from kl_repro.paper_a.training.loop import train
 
 torch.set_num_threads(1)
@@ -390,8 +432,8 @@ def test_sigkill_after_step_n_and_restart_is_bit_identical(reference_run, tmp_pa
 
 
 def test_toy2d_runs_end_to_end(tmp_path):
-    nb = TrainNotebookConfig(dataset="toy2d", subset=256, model="kl_star", d=3, B=16, steps=3, checkpoint_every=3,
-                             sample_every=0, eval_every=0, n_grid_samples=8, threads=1)
+    nb = TrainParams(dataset="toy2d", subset=256, model="kl_star", d=3, B=16, steps=3, checkpoint_every=3,
+                     sample_every=0, eval_every=0, n_grid_samples=8, threads=1)
     run = train(nb.run_config(), tmp_path, progress=False)
     assert run.finished and (run.dir / "samples" / "step-00000003.pt").is_file()
     x = run.sample(5, seed=0)

@@ -1,41 +1,39 @@
-"""Samplers: DDIM (paper A, eqs. (23)-(24)) and the predictor-corrector baseline of paper B.
+"""DDIM sampling of paper A, eqs. (23)-(24) (Song, Meng & Ermon 2021; Methods A.6).
 
-Each sampler is a small function over a model callable; sections are headed by the paper they implement.
+The sampling subsequence takes every (T/S)-th grid index: 0-based 999, 949, ..., 49 for the baseline
+(T = 1000 training grid points, S = 20 steps) and every grid point of the KL models (T = S = 20).  The
+network's noise prediction ``eps`` is aggregated over the ``d`` KL terms by eq. (24)
+(:func:`kl_repro.paper_a.losses.eps_predictor`).  Image ``i`` draws its initial noise and its step
+noises from its own counter-based stream, keyed by ``(seed, i)``: samples do not depend on the batch size.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
+from tqdm import tqdm
 
 from kl_repro.core.config import Config, ConfigError, require
+from kl_repro.core.rng import counter_normal
+from kl_repro.data import derive_seed
+from kl_repro.paper_a.losses import DiffusionConfig, eps_predictor, make_grid
 
-# ---------------------------------------------------------------------------------------------
-# DDIM (paper A)
-# ---------------------------------------------------------------------------------------------
-# Song, Meng & Ermon 2021 as used by paper A, eq. (23), with the KL noise aggregation (24).  The
-# sampling subsequence takes every (T/S)-th grid index: 0-based 999, 949, ..., 49 for the baseline
-# (T = 1000, S = 20) and every grid point of the KL models (T = S = 20).  Image i draws its initial
-# noise and its step noises from its own generator, seeded by (seed, i): samples do not depend on
-# the batch size.
-
-import math  # noqa: E402
-
-from kl_repro.data import derive_seed  # noqa: E402
-from kl_repro.core.rng import counter_normal  # noqa: E402
-from kl_repro.paper_a.losses import DiffusionConfig, eps_predictor, make_grid  # noqa: E402
+__all__ = ["DDIMConfig", "ddim_timesteps", "ddim_step", "ddim_sample"]
 
 
 @dataclass(frozen=True)
 class DDIMConfig(Config):
-    """DDIM settings; defaults are paper A's sampler (spec section 2.2: eta = 1, S = 20, lucidrains clipping)."""
+    """DDIM settings; defaults are paper A's sampler as we read it: eta = 1, S = 20, clipping of ``x0_hat`` as
+    in denoising-diffusion-pytorch (Methods A.6; the Deviations page)."""
 
     eta: float = 1.0  # 1: DDPM-like ancestral steps (paper's FIDs); 0: deterministic DDIM
     S: int = 20  # sampling steps (the training grid for KL models)
-    clip_x0: bool = True  # clip x0_hat to [-1, 1] and re-derive eps_hat from it (lucidrains); off for toy2d
-    init_noise: Literal["unit", "kl_variance"] = "unit"  # x_T ~ N(0, I), or variance sigma_T^2 v_d(1) (ambiguity 19)
+    clip_x0: bool = True  # clip x0_hat to [-1, 1] and re-derive eps from it (denoising-diffusion-pytorch); off for toy2d
+    # x_T ~ N(0, I) as for the baseline (our choice), or with the KL noise's variance sigma_T^2 v_d(1):
+    init_noise: Literal["unit", "kl_variance"] = "unit"
 
     def check(self) -> None:
         require(self.eta >= 0, f"eta must be >= 0, got {self.eta}")
@@ -53,17 +51,40 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float, alpha_bar_
               clip_x0: bool, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step, paper A eq. (23); returns ``(x_prev, x0_hat)``.
 
-    ``x0_hat = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` (clipped and ``eps`` re-derived when
-    ``clip_x0``), ``sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev)``,
-    ``x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z``.
+    ``eps`` is the predicted noise.  ``x0_hat = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` (clipped and
+    ``eps`` re-derived when ``clip_x0``); the step's noise scale (DDIM's sigma, not the VP ``sigma_t``) is
+    ``sigma_ddim = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev)``, and
+    ``x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_ddim^2) eps + sigma_ddim z``.
     """
     x0 = (x - math.sqrt(1.0 - alpha_bar_t) * eps) / math.sqrt(alpha_bar_t)
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
         eps = (x - math.sqrt(alpha_bar_t) * x0) / math.sqrt(1.0 - alpha_bar_t)
-    sigma = eta * math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)) * math.sqrt(max(0.0, 1.0 - alpha_bar_t / alpha_bar_prev))
-    x_prev = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(max(0.0, 1.0 - alpha_bar_prev - sigma**2)) * eps + sigma * z
+    sigma_ddim = eta * math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)) * math.sqrt(
+        max(0.0, 1.0 - alpha_bar_t / alpha_bar_prev))
+    x_prev = (math.sqrt(alpha_bar_prev) * x0 + math.sqrt(max(0.0, 1.0 - alpha_bar_prev - sigma_ddim**2)) * eps
+              + sigma_ddim * z)
     return x_prev, x0
+
+
+def _check_counts(n: int, batch_size: int, first_index: int) -> None:
+    for name, v, least in (("n", n, 1), ("batch_size", batch_size, 1), ("first_index", first_index, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ConfigError(f"{name} must be an integer >= {least}, got {v!r}")
+
+
+def _sample_rows(eps_hat: Callable, draw: Callable, taus: list[int], alpha_bar: list[float], init_std: float,
+                 ddim_cfg: DDIMConfig, bar) -> torch.Tensor:
+    """The reverse chain for one batch of rows: draw 0 is ``x_T``, then one noise draw per step but the last."""
+    x = draw(0) * init_std
+    for n_draw, j in enumerate(reversed(range(len(taus))), start=1):
+        ab_t = alpha_bar[taus[j]]
+        ab_prev = alpha_bar[taus[j - 1]] if j > 0 else 1.0
+        eps = eps_hat(x, taus[j])
+        z = draw(n_draw) if j > 0 else torch.zeros_like(x)
+        x, _ = ddim_step(x, eps, ab_t, ab_prev, ddim_cfg.eta, ddim_cfg.clip_x0, z)
+        bar.update(x.shape[0])
+    return x
 
 
 def ddim_sample(net: torch.nn.Module, diff_cfg: DiffusionConfig, ddim_cfg: DDIMConfig, n: int, seed: int,
@@ -77,9 +98,7 @@ def ddim_sample(net: torch.nn.Module, diff_cfg: DiffusionConfig, ddim_cfg: DDIMC
     depend on ``batch_size``; images ``first_index .. first_index + n - 1`` are drawn, so a large
     sample can be produced in pieces.
     """
-    for name, v in (("n", n), ("batch_size", batch_size), ("first_index", first_index + 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} must be an integer >= {0 if name == 'first_index' else 1}, got {v!r}")
+    _check_counts(n, batch_size, first_index)
     key = derive_seed("ddim", seed)
     grid = make_grid(diff_cfg)
     taus = ddim_timesteps(grid.T, ddim_cfg.S)
@@ -93,150 +112,14 @@ def ddim_sample(net: torch.nn.Module, diff_cfg: DiffusionConfig, ddim_cfg: DDIMC
     was_training = net.training
     net.eval()
     try:
-        from tqdm import tqdm
-
         bar = tqdm(total=n * len(taus), desc="DDIM", unit="step", disable=not progress, leave=False)
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
                 rows = range(first_index + start, first_index + stop)
-                draw = lambda k: counter_normal(key, rows, k, shape).to(device)  # noqa: E731
-                x = draw(0) * init_std
-                for n_draw, j in enumerate(reversed(range(len(taus))), start=1):
-                    ab_t = alpha_bar[taus[j]]
-                    ab_prev = alpha_bar[taus[j - 1]] if j > 0 else 1.0
-                    eps = eps_hat(x, taus[j])
-                    z = draw(n_draw) if j > 0 else torch.zeros_like(x)
-                    x, _ = ddim_step(x, eps, ab_t, ab_prev, ddim_cfg.eta, ddim_cfg.clip_x0, z)
-                    bar.update(stop - start)
-                out[start:stop] = x.float().cpu()
+                draw = lambda n_draw, rows=rows: counter_normal(key, rows, n_draw, shape).to(device)  # noqa: E731
+                out[start:stop] = _sample_rows(eps_hat, draw, taus, alpha_bar, init_std, ddim_cfg, bar).float().cpu()
         bar.close()
     finally:
         net.train(was_training)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Predictor-corrector (paper B baseline, Song et al. 2021)
-# ---------------------------------------------------------------------------------------------
-# score_sde's loop: x ~ prior; for t in linspace(T, eps, N): corrector, then predictor; return the
-# last noise-free mean (noise_removal).  PC1000 = N = 1000 predictor steps, one corrector step each.
-
-
-@dataclass(frozen=True)
-class PCConfig(Config):
-    """Predictor-corrector sampler settings (score_sde ``configs``; defaults: VE NCSN++ cont., PC1000).
-
-    * VE: ``reverse_diffusion`` + ``langevin`` with ``snr = 0.16`` (Song et al. App. H).
-    * VP as Song ran it: ``euler_maruyama`` + ``none`` (P1000); a literal VP "PC1000" is
-      ``reverse_diffusion`` + ``langevin`` with ``snr = 0.01`` (Song et al. Table 5).
-    The number of steps is the SDE's ``N`` and the last time its ``eps``.
-    """
-
-    predictor: Literal["reverse_diffusion", "euler_maruyama", "none"] = "reverse_diffusion"
-    corrector: Literal["langevin", "none"] = "langevin"
-    snr: float = 0.16
-    n_steps: int = 1  # corrector steps per predictor step (n_steps_each)
-    denoise: bool = True  # noise_removal: return the last x_mean
-
-    def check(self) -> None:
-        require(self.snr > 0, f"snr must be > 0, got {self.snr}")
-        require(self.n_steps >= 1, f"n_steps must be >= 1, got {self.n_steps}")
-        require(self.predictor != "none" or self.corrector != "none", "predictor and corrector cannot both be 'none'")
-
-    @property
-    def label(self) -> str:
-        p = {"reverse_diffusion": "RD", "euler_maruyama": "EM", "none": "C"}[self.predictor]
-        c = "" if self.corrector == "none" else f"+Langevin(snr={self.snr:g})"
-        return p + c
-
-
-PC_PRESETS: dict[str, PCConfig] = {
-    "ve_pc1000": PCConfig("reverse_diffusion", "langevin", 0.16),
-    "vp_p1000": PCConfig("euler_maruyama", "none"),
-    "vp_pc1000": PCConfig("reverse_diffusion", "langevin", 0.01),
-}
-
-
-def pc_preset(name: str) -> PCConfig:
-    """A named baseline: ``ve_pc1000``, ``vp_p1000`` (Song's VP setting) or ``vp_pc1000`` (literal PC1000)."""
-    try:
-        return PC_PRESETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown PC preset {name!r}; choose one of {', '.join(PC_PRESETS)}") from None
-
-
-def _bshape(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-def reverse_diffusion_step(score: Callable, sde, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor):
-    """Reverse-diffusion predictor: ``x_mean = x - (f - G^2 s)``, ``x = x_mean + G z`` (score_sde)."""
-    f, G = sde.discretize(x, t)
-    x_mean = x - (f - G**2 * score(x, t))
-    return x_mean + G * z, x_mean
-
-
-def euler_maruyama_step(score: Callable, sde, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor):
-    """Euler-Maruyama predictor on the reverse SDE, ``dt = -T/N`` (paper B eq. (4))."""
-    dt = -sde.T / sde.N
-    g2 = _bshape(torch.as_tensor(sde.g2(t), dtype=x.dtype), x)
-    x_mean = x + (sde.f(x, t) - g2 * score(x, t)) * dt
-    return x_mean + torch.sqrt(g2 * -dt) * z, x_mean
-
-
-def langevin_corrector_step(score: Callable, sde, x: torch.Tensor, t: torch.Tensor, snr: float, z: torch.Tensor):
-    """score_sde ``LangevinCorrector``: ``step = 2 alpha (snr mean||z|| / mean||s||)^2`` (batch-averaged norms)."""
-    grad = score(x, t)
-    grad_norm = grad.reshape(x.shape[0], -1).norm(dim=1).mean()
-    noise_norm = z.reshape(x.shape[0], -1).norm(dim=1).mean()
-    step = _bshape(2.0 * sde.corrector_alpha(t, x) * (snr * noise_norm / grad_norm) ** 2, x)
-    x_mean = x + step * grad
-    return x_mean + torch.sqrt(2.0 * step) * z, x_mean
-
-
-def pc_sample(
-    score: Callable,
-    sde,
-    n: int,
-    cfg: PCConfig = PCConfig(),
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, int]:
-    """Draw ``n`` samples with the PC sampler of score_sde; returns ``(x, nfe)``.
-
-    ``score(x, t)`` is a score model (``kl_repro.paper_b.sde``) with per-sample ``shape``; ``sde`` a ``VPSDE``
-    or ``VESDE`` whose ``N`` steps and ``eps`` are used.  ``nfe`` counts the score calls actually made
-    (each on the whole batch): ``N (n_steps + 1)`` for PC, ``N`` for a predictor without corrector.
-    Samples are in the model's scale (no inverse scaling).
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"the number of samples n must be an integer >= 1, got {n!r}")
-    shape = tuple(getattr(score, "shape", ()))
-    if not shape:
-        raise ConfigError("the score model must declare its per-sample `shape`")
-    calls = [0]
-
-    def s(x, t):
-        calls[0] += 1
-        return score(x, t)
-
-    x = sde.prior_sample((n, *shape), generator=generator, dtype=dtype)
-    x_mean = x
-    timesteps = torch.linspace(sde.T, sde.eps, sde.N, dtype=torch.float64)
-    with torch.no_grad():
-        for t_i in timesteps:
-            t = torch.full((n,), float(t_i), dtype=dtype)
-            if cfg.corrector == "langevin":
-                for _ in range(cfg.n_steps):
-                    z = torch.randn(x.shape, generator=generator, dtype=dtype)
-                    x, x_mean = langevin_corrector_step(s, sde, x, t, cfg.snr, z)
-            if cfg.predictor != "none":
-                z = torch.randn(x.shape, generator=generator, dtype=dtype)
-                step = reverse_diffusion_step if cfg.predictor == "reverse_diffusion" else euler_maruyama_step
-                x, x_mean = step(s, sde, x, t, z)
-    out = x_mean if cfg.denoise else x
-    n_bad = int((~torch.isfinite(out.reshape(n, -1)).all(1)).sum())
-    if n_bad:
-        raise FloatingPointError(f"PC sampler produced {n_bad} non-finite samples of {n} ({cfg.label}); check the score model")
-    return out, calls[0]

@@ -1,6 +1,7 @@
 """Forward paths of the Brownian-driven VP process and of KL diffusion, and their smoothness.
 
-Paper A, Sec. 3.3 and ``kl_paper_spec.md`` section 6.  Three forward processes on [0, 1]:
+Paper A, Sec. 3.3 (the paper argues qualitatively; the measurements are ours, Methods A.8).  Three forward
+processes on [0, 1]:
 
 * VP SDE driven by Brownian motion, eq. (4), simulated by Euler-Maruyama: nowhere differentiable,
   quadratic variation ``int_0^1 beta = 10.05`` per coordinate whatever the grid;
@@ -14,12 +15,10 @@ Paths are arrays of shape ``(P, N + 1, D)``: P paths, the grid ``t_n = n / N`` a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from kl_repro.core.config import ConfigError
 from kl_repro.paper_a import kl
-from kl_repro.core.config import Config, ConfigError, require
 from kl_repro.schedule import VPSchedule
 
 __all__ = [
@@ -37,7 +36,6 @@ __all__ = [
     "exact_variance_kept",
     "smoothness_table",
     "rank_table",
-    "SmoothnessConfig",
 ]
 
 
@@ -130,7 +128,7 @@ def path_rank(path: np.ndarray, rtol: float = 1e-8) -> int:
 
 
 def noise_correlation_kl(s, t, d: int) -> np.ndarray:
-    """``Corr(eps_s, eps_t) = sum_k e_k(s) e_k(t) / sqrt(v_d(s) v_d(t))`` of the KL noise (16)."""
+    """``Corr(n_s, n_t) = sum_k e_k(s) e_k(t) / sqrt(v_d(s) v_d(t))`` of the KL noise ``n_t = sum_k e_k(t) Z_k`` (16)."""
     es, et = kl.basis_e(s, d), kl.basis_e(t, d)
     return np.sum(es * et, axis=-1) / np.sqrt(np.sum(es**2, -1) * np.sum(et**2, -1))
 
@@ -148,7 +146,7 @@ def empirical_noise_correlation(noise: np.ndarray) -> np.ndarray:
 
 
 def exact_variance_kept(t, d: int, schedule: VPSchedule | None = None) -> np.ndarray:
-    """Share of the VP variance kept by the exact truncated solution, ``sum_{k<=d} b_k(t)^2 / sigma_t^2`` (spec A2)."""
+    """Share of the VP variance kept by the exact truncated solution, ``sum_{k<=d} b_k(t)^2 / sigma_t^2`` (eqs. (12)-(13))."""
     schedule = schedule or VPSchedule()
     t = np.asarray(t, dtype=np.float64)
     b = kl_exact_coefficients(t, d, schedule)
@@ -161,7 +159,7 @@ def smoothness_table(n_paths: int, n_pixels: int, grids, d: int, seed: int = 0,
 
     For each N in ``grids``: Brownian-driven VP (Euler-Maruyama), KL exact (12) and KL approximate
     (16) with ``d`` terms, all started from the same ``x0 ~ N(0, 0.25 I)``.  Returns one row per
-    (process, N) with ``quadratic_variation`` and ``path_length`` (see the spec's section 6 table).
+    (process, N) with ``quadratic_variation`` and ``path_length`` (Methods A.8).
     """
     rng = np.random.default_rng(seed)
     x0 = 0.5 * rng.standard_normal((n_paths, n_pixels))
@@ -190,29 +188,3 @@ def rank_table(d_values, n_steps: int = 200, n_pixels: int = 256, seed: int = 0,
         rows.append({"process": "KL exact (12)", "d": int(d),
                      "rank": path_rank(kl_exact_paths(x0, Z, n_steps, schedule)[0]), "bound": d + 1})
     return rows
-
-
-@dataclass(frozen=True)
-class SmoothnessConfig(Config):
-    """Parameters of the path-smoothness chapter (``notebooks/02_path_smoothness.ipynb``)."""
-
-    profile: str = "cpu"
-    n_paths: int = 8  # independent paths per process
-    n_pixels: int = 64  # coordinates per path (independent "pixels")
-    grids: tuple[int, ...] = (100, 1000, 10000)  # grid refinements N for the diagnostics
-    d_values: tuple[int, ...] = (1, 2, 8, 10)  # KL truncations compared
-    d_plot: int = 8  # truncation drawn in the path figure
-    gradient_conflict: bool = True  # run the gradient-conflict measurement (needs a small trained net)
-    gc_steps: int = 300  # training steps of the small network used for the gradient-conflict measurement
-    seed: int = 0
-
-    def check(self) -> None:
-        from kl_repro.core.profiles import check_profile_name
-
-        check_profile_name(self.profile)
-        require(self.n_paths >= 1, f"n_paths must be >= 1, got {self.n_paths}")
-        require(self.n_pixels >= 1, f"n_pixels must be >= 1, got {self.n_pixels}")
-        require(len(self.grids) >= 1 and all(n >= 2 for n in self.grids), f"every grid size must be >= 2, got {self.grids}")
-        require(all(d >= 1 for d in self.d_values) and len(self.d_values) >= 1, f"every d must be >= 1, got {self.d_values}")
-        require(self.d_plot >= 1, f"d_plot must be >= 1, got {self.d_plot}")
-        require(self.gc_steps >= 0, f"gc_steps must be >= 0, got {self.gc_steps}")

@@ -2,7 +2,7 @@
 
 Paper A (Ren et al. 2025, *Efficient Diffusion Training through Parallelization with
 Truncated Karhunen-Loeve Expansion*), eqs. (8)-(10) and (16), and Appendix B,
-eqs. (26)-(27).  Conventions follow ``kl_paper_spec.md`` section 0:
+eqs. (26)-(27); Methods A.3 (reconstructed: the paper's copy lost its equations).  Conventions:
 
 * ``lambda_k = ((k - 1/2) pi)^-2``                          eigenvalues of min(s, t) on [0, 1]
 * ``phi_k(t) = sqrt(2) sin((k - 1/2) pi t) / ((k - 1/2) pi)`` scaled basis, eq. (8)
@@ -16,13 +16,13 @@ code converts the small tables it needs (see :func:`basis_table`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 from scipy import optimize
 
-from kl_repro.core.config import Config, ConfigError, require
+from kl_repro.core.config import ConfigError
+from kl_repro.schedule import training_grid
 
 __all__ = [
     "eigenvalue",
@@ -32,7 +32,6 @@ __all__ = [
     "v_d",
     "variance_share",
     "truncated_bm",
-    "brownian_paths",
     "basis_table",
     "KERNELS",
     "covariance_kernel",
@@ -42,7 +41,6 @@ __all__ = [
     "truncation_mse",
     "integrated_truncation_error",
     "variance_table",
-    "KLExpansionConfig",
 ]
 
 
@@ -117,18 +115,12 @@ def truncated_bm(t, Z) -> np.ndarray:
     return Z @ P.T
 
 
-def brownian_paths(t, n_paths: int, rng: np.random.Generator) -> np.ndarray:
-    """Exact Brownian paths on the grid ``t`` (increasing, ``t[0] >= 0``), shape ``(n_paths, N)``."""
-    t = np.asarray(t, dtype=np.float64)
-    dt = np.diff(np.concatenate([[0.0], t]))
-    return np.cumsum(rng.standard_normal((n_paths, t.size)) * np.sqrt(dt), axis=-1)
-
-
 def basis_table(T: int, d: int) -> np.ndarray:
-    """``E[i-1, k-1] = e_k(t_i)`` on the training grid ``t_i = i / T`` (Algorithm 1), shape ``(T, d)``."""
-    if T < 1:
-        raise ConfigError(f"T must be >= 1, got {T}")
-    return basis_e(np.arange(1, T + 1) / T, d)
+    """``E[i-1, k-1] = e_k(t_i)`` on the training grid ``t_i = i / T`` (Algorithm 1), shape ``(T, d)``.
+
+    ``T`` is the number of training grid points (20 for the KL models), ``d`` the number of KL terms.
+    """
+    return basis_e(training_grid(T), d)
 
 
 # --- Appendix B: the KL expansion of any covariance kernel --------------------------------
@@ -186,14 +178,14 @@ def numerical_eigenpairs(kernel: str | Callable, n_grid: int, n_eig: int, **para
 
 
 def _ou_frequencies(theta: float, n: int) -> np.ndarray:
-    """Roots ``b`` of ``(b^2 - theta^2) sin b = 2 theta b cos b`` on (0, inf), the OU eigen-frequencies.
+    """Roots ``w`` of ``(w^2 - theta^2) sin w = 2 theta w cos w`` on (0, inf), the OU eigen-frequencies.
 
-    For ``R = exp(-theta |s - t|)`` on [0, 1], ``lambda = 2 theta / (theta^2 + b^2)`` and
-    ``f(t) ~ b cos(b t) + theta sin(b t)``.  Exactly one root lies in each ``(j pi, (j+1) pi)``.
+    For ``R = exp(-theta |s - t|)`` on [0, 1], ``lambda = 2 theta / (theta^2 + w^2)`` and
+    ``f(t) ~ w cos(w t) + theta sin(w t)``.  Exactly one root lies in each ``(j pi, (j+1) pi)``.
     """
 
-    def g(b):
-        return (b * b - theta * theta) * np.sin(b) - 2 * theta * b * np.cos(b)
+    def g(w):
+        return (w * w - theta * theta) * np.sin(w) - 2 * theta * w * np.cos(w)
 
     roots = []
     j = 0
@@ -210,8 +202,8 @@ def analytic_eigenpairs(kernel: str, s, n_eig: int, **params):
 
     * Brownian motion: eq. (8), ``lambda_k = ((k-1/2) pi)^-2``, ``sqrt(2) sin((k-1/2) pi t)``.
     * Brownian bridge: ``lambda_k = (k pi)^-2``, ``sqrt(2) sin(k pi t)``.
-    * Stationary OU ``exp(-theta |s-t|)``: ``lambda = 2 theta/(theta^2+b^2)`` with ``b`` from
-      :func:`_ou_frequencies`; eigenfunction ``b cos(b t) + theta sin(b t)``, normalised.
+    * Stationary OU ``exp(-theta |s-t|)``: ``lambda = 2 theta/(theta^2+w^2)`` with ``w`` from
+      :func:`_ou_frequencies`; eigenfunction ``w cos(w t) + theta sin(w t)``, normalised.
 
     Returns ``(lam, f)`` with eigenfunctions ``(n_eig, len(s))`` of unit L2 norm, first value positive.
     """
@@ -225,14 +217,14 @@ def analytic_eigenpairs(kernel: str, s, n_eig: int, **params):
         return 1.0 / w**2, np.sqrt(2.0) * np.sin(w[:, None] * s[None, :])
     if kernel == "ornstein_uhlenbeck":
         theta = float(params.get("theta", 1.0))
-        b = _ou_frequencies(theta, n_eig)
-        lam = 2 * theta / (theta**2 + b**2)
-        f = b[:, None] * np.cos(b[:, None] * s) + theta * np.sin(b[:, None] * s)
-        # int_0^1 (b cos bt + theta sin bt)^2 dt in closed form
+        w = _ou_frequencies(theta, n_eig)
+        lam = 2 * theta / (theta**2 + w**2)
+        f = w[:, None] * np.cos(w[:, None] * s) + theta * np.sin(w[:, None] * s)
+        # int_0^1 (w cos wt + theta sin wt)^2 dt in closed form
         norm2 = (
-            (b**2 + theta**2) / 2
-            + (b**2 - theta**2) * np.sin(2 * b) / (4 * b)
-            + theta * (1 - np.cos(2 * b)) / 2
+            (w**2 + theta**2) / 2
+            + (w**2 - theta**2) * np.sin(2 * w) / (4 * w)
+            + theta * (1 - np.cos(2 * w)) / 2
         )
         return lam, f / np.sqrt(norm2)[:, None]
     raise ConfigError(f"no closed form for kernel {kernel!r}; known: {', '.join(KERNELS)}")
@@ -272,7 +264,7 @@ def integrated_truncation_error(d: int) -> float:
 
 
 def variance_table(d_max: int) -> list[dict]:
-    """Rows k = 1..d_max: ``lambda_k``, share of variance, cumulative share, ``v_k(1)`` (spec section 1, A1)."""
+    """Rows k = 1..d_max: ``lambda_k``, share of variance, cumulative share, ``v_k(1)`` (eqs. (8), (16); Methods A.3)."""
     share = variance_share(d_max)
     lam = eigenvalue(np.arange(1, d_max + 1))
     return [
@@ -280,33 +272,3 @@ def variance_table(d_max: int) -> list[dict]:
          "cumulative_share": float(share[:k].sum()), "v_k(1)": float(v_d(1.0, k))}
         for k in range(1, d_max + 1)
     ]
-
-
-@dataclass(frozen=True)
-class KLExpansionConfig(Config):
-    """Parameters of the KL-expansion chapter (``notebooks/01_kl_expansion.ipynb``).
-
-    Defaults reproduce the checks of paper A's eq. (8) at full resolution.
-    """
-
-    profile: str = "cpu"
-    n_grid: int = 2000  # Nystrom grid for the numerical eigenpairs (Appendix B)
-    n_eig: int = 10  # eigenpairs compared with the closed form
-    d_values: tuple[int, ...] = (1, 2, 8)  # truncations drawn (plus the full path)
-    d_max_table: int = 10  # rows of the variance-share table
-    n_paths: int = 5  # sample paths per truncation
-    path_grid: int = 1000  # time points per sample path
-    ou_theta: float = 2.0  # OU kernel exp(-theta|s-t|) of the Appendix B comparison
-    seed: int = 0
-
-    def check(self) -> None:
-        from kl_repro.core.profiles import check_profile_name
-
-        check_profile_name(self.profile)
-        require(self.n_grid >= 10, f"n_grid must be >= 10, got {self.n_grid}")
-        require(1 <= self.n_eig <= self.n_grid, f"n_eig must be in [1, n_grid], got {self.n_eig}")
-        require(len(self.d_values) >= 1 and all(d >= 1 for d in self.d_values), f"every d must be >= 1, got {self.d_values}")
-        require(self.d_max_table >= 1, f"d_max_table must be >= 1, got {self.d_max_table}")
-        require(self.n_paths >= 1, f"n_paths must be >= 1, got {self.n_paths}")
-        require(self.path_grid >= 10, f"path_grid must be >= 10, got {self.path_grid}")
-        require(self.ou_theta > 0, f"ou_theta must be > 0, got {self.ou_theta}")

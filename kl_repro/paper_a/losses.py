@@ -1,14 +1,16 @@
 """Training losses of paper A: baseline eq. (7), KL loss (19), partial KL loss (20), KL* loss (25).
 
-Ren et al. 2025 (``kl_paper_spec.md`` sections 1-3 and 7).  Conventions:
+Ren et al. 2025, Algorithm 1 (reconstructed; Methods A.2 and A.5).  Conventions:
 
 * the training grid has ``T`` points; 0-based index ``i`` is the paper's ``t_{i+1} = (i + 1) / T``;
-* the network sees ``time_input = 1000 t - 1`` (spec ambiguity 7): baseline step ``j`` of T = 1000
-  gets ``j``, KL grid point ``i`` of T = 20 gets ``50 (i + 1) - 1``;
-* KL noise (16): ``eps_d = sum_k E[i, k] Z_k`` with ``E[i, k] = e_k(t_i)`` and ``Z_k ~ N(0, I)``
-  drawn once per image and shared by every ``k`` (NOTE 1);
-* the ``d`` network evaluations of one image are ONE batched pass of ``B * d`` rows (NOTE 2): the
-  input is repeated with ``repeat_interleave`` and ``k = arange(d).repeat(B)``; no loop over ``k``.
+* the network sees ``time_input = 1000 t - 1`` (our choice, see the Deviations page): baseline step
+  ``j`` of T = 1000 gets ``j``, KL grid point ``i`` of T = 20 gets ``50 (i + 1) - 1``;
+* ``eps`` is always the network's noise prediction; the drawn noise is ``noise`` (baseline) and the
+  KL noise (16) ``noise_d = sum_k E[i, k] Z_k`` with ``E[i, k] = e_k(t_i)`` and ``Z_k ~ N(0, I)``
+  drawn once per image and shared by every ``k`` (our reading of Algorithm 1's lost note 1);
+* ``B`` is the number of images; the ``d`` network evaluations of one image are ONE batched pass of
+  ``B * d`` rows (Algorithm 1, note 2): the input is repeated with ``repeat_interleave`` and
+  ``k = arange(d).repeat(B)``; no loop over ``k``.
 
 Every loss is a callable ``loss(net, x0, generator, t_index=None) -> (loss, info)``: ``x0`` is
 ``(B, C, H, W)`` (or ``(B, D)``) in [-1, 1], ``generator`` a ``torch.Generator`` from which the
@@ -27,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from kl_repro.paper_a import kl
 from kl_repro.core.config import Config, ConfigError, override, require
-from kl_repro.schedule import VPSchedule, ddpm_linear_alpha_bar, time_input
+from kl_repro.paper_a import kl
+from kl_repro.paper_a.forward_paths import kl_exact_coefficients
+from kl_repro.schedule import VPSchedule, ddpm_linear_alpha_bar, time_input, training_grid
 
 __all__ = [
     "DiffusionConfig",
@@ -49,7 +52,7 @@ KL_MODELS = ("kl", "kl_partial", "kl_star")
 
 
 def _derived_defaults(model: str, d: int | None, T: int | None = None) -> dict[str, Any]:
-    """What ``None`` resolves to for the dependent fields (spec ambiguities 6 and 8).
+    """What ``None`` resolves to for the dependent fields (our choices of grid and schedule; the Deviations page).
 
     The baseline at T = 1000 uses lucidrains' discrete linear schedule (what the paper ran); every
     other grid (KL models, the Baseline-T20 control) samples the continuous VP schedule at ``i / T``.
@@ -63,7 +66,7 @@ def _derived_defaults(model: str, d: int | None, T: int | None = None) -> dict[s
 
 @dataclass(frozen=True)
 class DiffusionConfig(Config):
-    """The diffusion model trained: which loss, how many KL terms, which grid and schedule (paper A, spec section 7).
+    """The diffusion model trained: which loss, how many KL terms, which grid and schedule (paper A, Sec. 6.2).
 
     ``None`` fields are resolved at construction (so equal settings hash equally): ``d`` 8 for KL
     models ("KL-8d") and 1 for the baseline; ``d_prime`` = ``d``; ``T`` 20 for KL models and 1000
@@ -74,16 +77,17 @@ class DiffusionConfig(Config):
     model: Literal["baseline", "kl", "kl_partial", "kl_star"] = "kl"
     d: int | None = None  # number of KL terms ("KL-8d"); must be 1 for the baseline
     d_prime: int | None = None  # terms of the partial loss (20) ("KL-10d4" is d=10, d_prime=4)
-    T: int | None = None  # training grid size (spec ambiguity 6): 1000 baseline, 20 KL
+    T: int | None = None  # training grid size (our reading, Deviations page): 1000 baseline, 20 KL
     schedule: Literal["ddpm_linear", "vp"] | None = None  # ddpm_linear: betas beta_min/T .. beta_max/T; vp: alpha(i/T)
-    beta_min: float = 0.1  # VP linear beta (spec ambiguity 8); equals DDPM 1e-4 .. 0.02 at T = 1000
-    beta_max: float = 20.0
-    kl_loss_form: Literal["sum", "per_term"] = "sum"  # (19): ||sum_k eps_k - sum_k e_k Z_k||^2 (ambiguity 2)
-    partial_form: Literal["sum", "per_term"] = "sum"  # (20): group sum over the subset (ambiguity 3)
-    partial_subset: Literal["per_sample", "per_batch"] = "per_sample"  # one random d'-subset per image (ambiguity 3)
-    kl_noise_norm: Literal["none", "unit"] = "none"  # unit: divide e_k by sqrt(v_d(t)) (ambiguity 1)
-    kl_coeffs: Literal["approx", "exact"] = "approx"  # exact: b_k(t) / sigma_t of (12) by quadrature (ambiguity 1)
-    kl_star_variant: Literal["basis", "sum"] = "basis"  # (25): <e(t), Z*> or sum of groups (ambiguity 15)
+    beta_min: float = VPSchedule.beta_min  # the VP linear beta (Methods A.1); equals DDPM 1e-4 .. 0.02 at T = 1000
+    beta_max: float = VPSchedule.beta_max
+    # Choices the paper leaves open; the defaults are our reading (Deviations page), the others ablations:
+    kl_loss_form: Literal["sum", "per_term"] = "sum"  # (19): ||sum_k eps_k - sum_k e_k Z_k||^2, or per term
+    partial_form: Literal["sum", "per_term"] = "sum"  # (20): group sum over the subset, or per term
+    partial_subset: Literal["per_sample", "per_batch"] = "per_sample"  # one random d'-subset per image, or per batch
+    kl_noise_norm: Literal["none", "unit"] = "none"  # unit: divide e_k by sqrt(v_d(t)) so the noise has unit variance
+    kl_coeffs: Literal["approx", "exact"] = "approx"  # approx: e_k of (16); exact: b_k(t) / sigma_t of (12) by quadrature
+    kl_star_variant: Literal["basis", "sum"] = "basis"  # (25): <e(t), Z*>, or the plain sum of the d groups
     chunk: int | None = None  # max rows per network call; bounds no-grad (sampling) memory; training: use grad_accum
 
     def __post_init__(self) -> None:
@@ -101,7 +105,7 @@ class DiffusionConfig(Config):
         require(1 <= self.d_prime <= self.d, f"d_prime must be in [1, d] = [1, {self.d}], got d_prime={self.d_prime}")
         if self.model != "kl_partial":
             require(self.d_prime == self.d, f"d_prime applies to model 'kl_partial' only; for {self.model!r} leave it None (got d_prime={self.d_prime}, d={self.d})")
-        require(0 < self.beta_min <= self.beta_max, f"need 0 < beta_min <= beta_max, got {self.beta_min}, {self.beta_max}")
+        _ = self.vp_schedule  # VPSchedule refuses beta_min <= 0 and beta_min > beta_max
         if self.schedule == "ddpm_linear":
             require(self.T >= 2 and self.beta_max / self.T < 1.0,
                     f"schedule 'ddpm_linear' with T={self.T} has beta_T = beta_max/T = {self.beta_max / self.T:.3g} >= 1 "
@@ -117,6 +121,11 @@ class DiffusionConfig(Config):
                 if name not in changes and getattr(self, name) == was_default[name]:
                     changes[name] = None
         return override(self, changes)
+
+    @property
+    def vp_schedule(self) -> VPSchedule:
+        """The continuous VP schedule with this config's ``beta_min``, ``beta_max``."""
+        return VPSchedule(self.beta_min, self.beta_max)
 
     @property
     def is_kl(self) -> bool:
@@ -166,18 +175,15 @@ class Grid:
 def make_grid(cfg: DiffusionConfig) -> Grid:
     """The grid ``t_i = (i + 1) / T`` with ``alpha_bar`` from the configured schedule and the basis table."""
     T = cfg.T
-    t = np.arange(1, T + 1, dtype=np.float64) / T
+    t = training_grid(T)
     if cfg.schedule == "ddpm_linear":  # lucidrains linear_beta_schedule: betas scaled by 1000/T
         alpha_bar = ddpm_linear_alpha_bar(T, cfg.beta_min / T, cfg.beta_max / T)
     else:
-        alpha_bar = VPSchedule(cfg.beta_min, cfg.beta_max).alpha_bar(t)
+        alpha_bar = cfg.vp_schedule.alpha_bar(t)
     if not cfg.is_kl:
         E = np.ones((T, 1))
-    elif cfg.kl_coeffs == "exact":
-        from kl_repro.paper_a.forward_paths import kl_exact_coefficients  # eq. (12) quadrature, shared with the path-smoothness chapter
-
-        sched = VPSchedule(cfg.beta_min, cfg.beta_max)
-        E = kl_exact_coefficients(t, cfg.d, sched) / sched.sigma(t)[:, None]
+    elif cfg.kl_coeffs == "exact":  # eq. (12) by quadrature, shared with the path-smoothness chapter
+        E = kl_exact_coefficients(t, cfg.d, cfg.vp_schedule) / cfg.vp_schedule.sigma(t)[:, None]
     else:
         E = kl.basis_table(T, cfg.d)
     if cfg.is_kl and cfg.kl_noise_norm == "unit":
@@ -193,7 +199,7 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def kl_noise(E_i: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-    """KL noise (16) ``eps_d = sum_k E_i[:, k] Z[:, k]``: ``E_i (B, d)``, ``Z (B, d, ...)`` -> ``(B, ...)``; variance ``v_d(t)``."""
+    """KL noise (16) ``noise_d = sum_k E_i[:, k] Z[:, k]``: ``E_i (B, d)``, ``Z (B, d, ...)`` -> ``(B, ...)``; variance ``v_d(t)``."""
     return torch.einsum("bk,bk...->b...", E_i, Z)
 
 
@@ -243,16 +249,16 @@ class _GridLoss:
 
 
 class BaselineLoss(_GridLoss):
-    """Paper A eq. (7): ``E ||eps_theta(sqrt(abar_i) x0 + sqrt(1 - abar_i) eps, i) - eps||^2``, uniform ``i`` (``pred_noise``)."""
+    """Paper A eq. (7): ``E ||eps_theta(sqrt(abar_i) x0 + sqrt(1 - abar_i) noise, i) - noise||^2``, uniform ``i`` (``pred_noise``)."""
 
     def __call__(self, net, x0, generator, t_index=None):
         B = x0.shape[0]
         tab = self.tables(x0.device)
         i = self.draw_index(B, generator, t_index, x0.device)
-        eps = self.randn(x0.shape, generator, x0)
-        x_t = _bcast(tab["alpha"][i], x0) * x0 + _bcast(tab["sigma"][i], x0) * eps
-        out = batched_forward(net, x_t, tab["time_input"][i], None, None)
-        return _mse(out, eps), {"n_eval": B, "t_index": i}
+        noise = self.randn(x0.shape, generator, x0)
+        x_t = _bcast(tab["alpha"][i], x0) * x0 + _bcast(tab["sigma"][i], x0) * noise
+        eps = batched_forward(net, x_t, tab["time_input"][i], None, None)
+        return _mse(eps, noise), {"n_eval": B, "t_index": i}
 
 
 class KLLoss(_GridLoss):
@@ -264,15 +270,15 @@ class KLLoss(_GridLoss):
     """
 
     def noisy(self, x0, generator, t_index):
-        """Draw ``i`` then ``Z``; returns ``(i, Z (B, d, ...), E_i (B, d), x_t, eps_d)``."""
+        """Draw ``i`` then ``Z``; returns ``(i, Z (B, d, ...), E_i (B, d), x_t, noise_d)``."""
         B, d = x0.shape[0], self.cfg.d
         tab = self.tables(x0.device)
         i = self.draw_index(B, generator, t_index, x0.device)
         Z = self.randn((B, d, *x0.shape[1:]), generator, x0)
         E_i = tab["E"][i]
-        eps_d = kl_noise(E_i, Z)
-        x_t = _bcast(tab["alpha"][i], x0) * x0 + _bcast(tab["sigma"][i], x0) * eps_d
-        return i, Z, E_i, x_t, eps_d
+        noise_d = kl_noise(E_i, Z)
+        x_t = _bcast(tab["alpha"][i], x0) * x0 + _bcast(tab["sigma"][i], x0) * noise_d
+        return i, Z, E_i, x_t, noise_d
 
     def evaluate(self, net, x_t, i, ks: torch.Tensor) -> torch.Tensor:
         """``eps_theta(x_t, t_i, k)`` for every ``k`` in ``ks (B, m)``, one batched pass; returns ``(B, m, ...)``."""
@@ -283,13 +289,13 @@ class KLLoss(_GridLoss):
 
     def __call__(self, net, x0, generator, t_index=None):
         B, d = x0.shape[0], self.cfg.d
-        i, Z, E_i, x_t, eps_d = self.noisy(x0, generator, t_index)
+        i, Z, E_i, x_t, noise_d = self.noisy(x0, generator, t_index)
         ks = torch.arange(d, device=x0.device).repeat(B, 1)
-        out = self.evaluate(net, x_t, i, ks)
+        eps = self.evaluate(net, x_t, i, ks)
         if self.cfg.kl_loss_form == "sum":
-            loss = _mse(out.sum(1), eps_d)
+            loss = _mse(eps.sum(1), noise_d)
         else:
-            loss = _mse(out, _scale(E_i, Z))
+            loss = _mse(eps, _scale(E_i, Z))
         return loss, {"n_eval": B * d, "t_index": i}
 
 
@@ -316,18 +322,18 @@ class KLPartialLoss(KLLoss):
         S = self.draw_subset(B, generator, x0.device)
         E_S = E_i.gather(1, S)  # (B, d')
         Z_S = Z[torch.arange(B, device=x0.device)[:, None], S]  # (B, d', ...)
-        out = self.evaluate(net, x_t, i, S)
+        eps = self.evaluate(net, x_t, i, S)
         if self.cfg.partial_form == "sum":
-            loss = _mse(out.sum(1), kl_noise(E_S, Z_S))
+            loss = _mse(eps.sum(1), kl_noise(E_S, Z_S))
         else:
-            loss = _mse(out, _scale(E_S, Z_S))
+            loss = _mse(eps, _scale(E_S, Z_S))
         return loss, {"n_eval": B * dp, "t_index": i}
 
 
 class KLStarLoss(KLLoss):
     """Paper A eq. (25), KL*: one pass of ``B`` rows; the last layer has ``d * C`` outputs ``Z*_k`` (channel ``k*C + c``).
 
-    ``basis`` variant: ``||<e(t_i), Z*> - <e(t_i), Z>||^2``; ``sum`` variant: ``||sum_k Z*_k - eps_d||^2``.
+    ``basis`` variant: ``||<e(t_i), Z*> - <e(t_i), Z>||^2``; ``sum`` variant: ``||sum_k Z*_k - noise_d||^2``.
     """
 
     def aggregate(self, out: torch.Tensor, E_i: torch.Tensor) -> torch.Tensor:
@@ -338,10 +344,10 @@ class KLStarLoss(KLLoss):
 
     def __call__(self, net, x0, generator, t_index=None):
         B = x0.shape[0]
-        i, _, E_i, x_t, eps_d = self.noisy(x0, generator, t_index)
+        i, _, E_i, x_t, noise_d = self.noisy(x0, generator, t_index)
         tin = self.tables(x0.device)["time_input"][i]
         out = batched_forward(net, x_t, tin, None, None)
-        return _mse(self.aggregate(out.float(), E_i), eps_d), {"n_eval": B, "t_index": i}
+        return _mse(self.aggregate(out.float(), E_i), noise_d), {"n_eval": B, "t_index": i}
 
 
 def build_loss(cfg: DiffusionConfig) -> Callable:

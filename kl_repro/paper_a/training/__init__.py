@@ -1,1 +1,2 @@
-"""Paper A's training runs: the run folder (configs, checkpoints) and the training loop."""
+"""Paper A's training runs: what defines a run (:mod:`.config`), its checkpoints (:mod:`.checkpoint`), its folder and
+network (:mod:`.run`) and the training loop (:mod:`.loop`)."""
