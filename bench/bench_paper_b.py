@@ -78,8 +78,9 @@ def gedmd_setup_time(M: int, seed: int = 0) -> dict:
     on perturbed copies (non-zero, realistic); its cost (M score calls) is reported separately.
     """
     from kl_repro.paper_b import gedmd
-    from kl_repro.paper_b.fpsampler import drift_at
-    from kl_repro.paper_b.sde import VESDE, IdealScore
+    from kl_repro.paper_b.fp_operator import drift_at
+    from kl_repro.paper_b.scores import IdealScore
+    from kl_repro.paper_b.sde import VESDE
 
     X, source = _points_784(M, seed)
     sde = VESDE()
@@ -106,15 +107,16 @@ def _timed(fn):
 
 def pc_vs_fp(quick: bool) -> dict:
     """Per-image times of PC1000 and of the FP sampler (paper preset, VE) with the same ideal score."""
-    from kl_repro.paper_b import fpsampler as fp
-    from kl_repro.paper_a.ddim import pc_preset, pc_sample
-    from kl_repro.paper_b.sde import VESDE, IdealScore
+    from kl_repro.paper_b import fp_config, fp_operator, groups, inits, langevin
+    from kl_repro.paper_b.pc import pc_preset, pc_sample
+    from kl_repro.paper_b.scores import IdealScore
+    from kl_repro.paper_b.sde import VESDE
 
     n_pool = 300 if quick else 2000
     pool, source = _images(n_pool, quick)
     sde = VESDE(N=100) if quick else VESDE()
     score = IdealScore(pool, sde)
-    cfg = fp.fp_preset("paper", M=min(2000, len(pool)), J=100 if quick else 1000, bandwidth="median")
+    cfg = fp_config.fp_preset("paper", M=min(2000, len(pool)), J=100 if quick else 1000, bandwidth="median")
     rows = []
     for n in (1, 100):
         # Shared machines have load spikes: each time is the minimum of two runs for one image (one run for 100).
@@ -124,15 +126,15 @@ def pc_vs_fp(quick: bool) -> dict:
         nfe = sde.N * 2
 
         def fp_group():
-            X, _, gg = fp.group_references(pool, sde, cfg, group=n)
-            dens = fp.fit_density(score, sde, X, cfg, gg)
+            X, _, gg = groups.group_references(pool, sde, cfg, group=n)
+            dens = fp_operator.fit_density(score, sde, X, cfg, gg)
             return dens, gg
 
         setups, samplings = [], []
         for _ in range(2 if n == 1 else 1):  # 100 images: one run (it alone takes minutes on 2 cores)
             (dens, gg), t_setup = _timed(fp_group)
-            x0 = fp.initial_points(cfg, n, tuple(pool.shape[1:]), pool, gg)
-            _, _, t_sampling = fp.run_chains(dens, x0, cfg, gg)
+            x0 = inits.initial_points(cfg, n, tuple(pool.shape[1:]), pool, gg)
+            _, _, t_sampling = langevin.run_chains(dens, x0, cfg, gg)
             setups.append(t_setup)
             samplings.append(t_sampling)
         t_setup, t_sampling = min(setups), min(samplings)

@@ -1,4 +1,4 @@
-"""Kernel gEDMD against closed-form answers: checks T1-T6 of fp_paper_spec.md section 9."""
+"""Kernel gEDMD against closed-form answers: checks T1-T6 (Methods B.5)."""
 
 import math
 
@@ -13,8 +13,9 @@ from scipy.stats import norm
 from kl_repro.paper_b import gedmd
 from kl_repro.paper_b import kernels
 from kl_repro.core.config import ConfigError
-from kl_repro.paper_b.fpsampler import coefficients, drift_at, mode_weights, prior_log_mass
-from kl_repro.paper_b.sde import VESDE, VPSDE, GaussianMixture, MixtureScore
+from kl_repro.paper_b.fp_operator import coefficients, drift_at, mode_weights, prior_log_mass
+from kl_repro.paper_b.scores import GaussianMixture, MixtureScore
+from kl_repro.paper_b.sde import VESDE, VPSDE
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -28,7 +29,7 @@ def he(n, x):
 
 @pytest.fixture(scope="module")
 def ou():
-    """dX = -X dt + sqrt(2) dW with x_m ~ N(0, 1), M = 500, zeta = 1 (spec T1 setup)."""
+    """dX = -X dt + sqrt(2) dW with x_m ~ N(0, 1), M = 500, zeta = 1 (the set-up of check T1)."""
     X = np.random.default_rng(0).standard_normal((500, 1))
     return X, gedmd.fit(X, -X, 2.0, 1.0)
 
@@ -120,7 +121,7 @@ def test_t4_biorthogonal_propagation_matches_exact_density():
     for tau in (0.5, 1.0):
         xs, dens = _propagate(res, Y, tau, 5, "biorthogonal", "plus")
         assert _l1_to_exact(xs, dens, tau) < 0.02
-    # the paper's rules do not propagate the density (recorded in the spec; here only their ordering)
+    # the paper's rules do not propagate the density (E1 records their errors; here only their ordering)
     xs, paper = _propagate(res, Y, 0.5, 5, "paper", "minus")
     xs, literal = _propagate(res, Y, 0.5, 5, "paper", "minus", literal_index=True)
     assert _l1_to_exact(xs, paper, 0.5) > 0.1

@@ -1,4 +1,4 @@
-"""VP/VE SDEs, score models, DSM, and the predictor-corrector baseline (check T8 of fp_paper_spec.md)."""
+"""VP/VE SDEs, score models, DSM, and the predictor-corrector baseline (check T8, Methods B.5)."""
 
 import math
 
@@ -7,19 +7,11 @@ import pytest
 import torch
 
 from kl_repro.core.config import ConfigError
-from kl_repro.paper_a.ddim import PCConfig, pc_preset, pc_sample
+from kl_repro.paper_b.pc import PCConfig, pc_preset, pc_sample
 from kl_repro.schedule import VPSchedule
-from kl_repro.paper_b.sde import (
-    VESDE,
-    VPSDE,
-    DSMConfig,
-    GaussianMixture,
-    IdealScore,
-    MixtureScore,
-    dsm_loss,
-    make_sde,
-    train_dsm,
-)
+from kl_repro.paper_b.dsm import DSMConfig, dsm_loss, train_dsm
+from kl_repro.paper_b.scores import GaussianMixture, IdealScore, MixtureScore
+from kl_repro.paper_b.sde import VESDE, VPSDE, make_sde
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -40,7 +32,7 @@ def test_vp_marginals_match_the_schedule_and_score_sde():
 def test_ve_sigma_g_and_discretisation():
     sde = VESDE()
     assert sde.sigma(0.0) == pytest.approx(0.01) and sde.sigma(1.0) == pytest.approx(50.0)
-    assert math.sqrt(sde.g2(0.3)) / sde.sigma(0.3) == pytest.approx(4.127, abs=1e-3)  # spec section 2
+    assert math.sqrt(sde.g2(0.3)) / sde.sigma(0.3) == pytest.approx(4.127, abs=1e-3)  # score_sde's VE g(t) / sigma(t) = sqrt(2 log(5000)) (Methods B.1)
     x = torch.zeros(2, 1, dtype=torch.float64)
     _, G = sde.discretize(x, torch.tensor([1.0, 0.0], dtype=torch.float64))
     sig = np.exp(np.linspace(np.log(0.01), np.log(50), 1000))

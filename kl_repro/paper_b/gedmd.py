@@ -1,6 +1,6 @@
 """Kernel generator EDMD (gEDMD): Koopman and Fokker-Planck eigenpairs from data.
 
-Paper B, Sec. 2.2-3.1, eqs. (6)-(9), read as in ``fp_paper_spec.md`` section 3 (Klus, Nueske & Hamzi
+Paper B, Sec. 2.2-3.1, eqs. (6)-(9), Methods B.2 (Klus, Nueske & Hamzi
 2020, whose d3s code fixes the index convention).  For ``dX = b(X) dt + sqrt(a) dW`` (isotropic
 diffusion ``sigma sigma^T = a I``) the Koopman generator is ``L f = b . grad f + a/2 lap f``.  The
 paper's eqs. (6)/(8) sum *all* Hessian entries; isotropic noise gives the Laplacian, used here.
@@ -12,9 +12,9 @@ With reference points ``X = (x_1..x_M)`` (rows) and the Gaussian kernel ``k``:
 * the paper's ``G2[m, r] = (L k(x_m, .))(x_r) = K[r, m]``, i.e. ``G2 = K^T`` (the index trap)
 * Koopman:       ``K v = lam G0 v``,   ``psi(x) = sum_j v_j k(x, x_j)``
 * Fokker-Planck: ``K^T u = lam G0 u``, ``rho(x) = sum_m u_m k(x_m, x) / (M (2 pi zeta^2)^(d/2))``,
-  a kernel-smoothed FP eigen-*density* (spec 3.4(b)).
+  a kernel-smoothed FP eigen-*density* (Methods B.2).
 
-Both are solved on the truncated eigenbasis of ``G0`` (spec 3.5): keep the eigenvectors ``Q_r`` of
+Both are solved on the truncated eigenbasis of ``G0`` (Methods B.2): keep the eigenvectors ``Q_r`` of
 ``G0`` with eigenvalue above ``rtol * max``, form ``A = S^-1/2 Q^T K Q S^-1/2`` and diagonalise it
 once (a standard, not a generalised, eigenproblem).  Right eigenvectors give Koopman vectors, left
 ones FP vectors, and they come biorthogonal: ``u_k^T G0 v_l = 0`` for ``k != l``.
@@ -64,7 +64,7 @@ def _check_drift(X: np.ndarray, B) -> np.ndarray:
 
 
 def gram_generator(X, B, a, zeta: float) -> tuple[np.ndarray, np.ndarray]:
-    """``G0`` and the generator Gram matrix ``K`` in closed form (spec 3.3, d3s ``gaussianG00G10``).
+    """``G0`` and the generator Gram matrix ``K`` in closed form (Methods B.2, d3s ``gaussianG00G10``).
 
     ``K[i, j] = [-b(x_i).(x_i - x_j) / zeta^2 + a_i/2 (||x_i - x_j||^2 / zeta^4 - d / zeta^2)] G0[i, j]``
 
@@ -95,7 +95,7 @@ def gram_generator_general(X, B, A, zeta: float) -> tuple[np.ndarray, np.ndarray
     """``(G0, K)`` for a general per-point diffusion matrix ``A[i] = sigma sigma^T (x_i)`` (d3s ``G_10`` loop).
 
     ``K[i, j] = b(x_i) . grad_1 k(x_i, x_j) + 1/2 tr(A[i] hess_1 k(x_i, x_j))``.  ``A``: ``(M, d, d)``.
-    Memory ``O(M^2 d)``: a reference for checks and small problems (spec T6).
+    Memory ``O(M^2 d)``: a reference for checks and small problems (check T6, Methods B.5).
     """
     X = _as_points(X)
     B = _check_drift(X, B)
@@ -117,7 +117,7 @@ def paper_g2(X, B, a: float, zeta: float) -> np.ndarray:
 
     Built independently of :func:`gram_generator` from the kernel derivatives
     (``grad_y k(x_m, y) = grad_1 k(y, x_m)`` by symmetry), evaluated at ``y = x_r`` with drift
-    ``b(x_r)``.  It equals ``K^T`` (spec 3.3), which is why solving the paper's transposed problem (9)
+    ``b(x_r)``.  It equals ``K^T`` (Methods B.2), which is why solving the paper's transposed problem (9)
     literally yields Koopman, not Fokker-Planck, eigenvectors.  Memory ``O(M^2 d)``: for checks.
     """
     X = _as_points(X)
@@ -129,7 +129,7 @@ def paper_g2(X, B, a: float, zeta: float) -> np.ndarray:
 
 
 def truncated_basis(G0: np.ndarray, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Eigenvectors of ``G0`` with eigenvalue ``> rtol * max`` (spec 3.5, step 1-2).
+    """Eigenvectors of ``G0`` with eigenvalue ``> rtol * max`` (Methods B.2: the first two steps of the truncated solve).
 
     Returns ``(Q_r, s_r, info)``: ``Q_r`` ``(M, r)`` orthonormal, ``s_r`` ``(r,)`` descending, and
     ``info`` with the rank ``r``, ``M`` and the condition number of the kept part.
@@ -153,7 +153,7 @@ class GEDMD:
         lam: all eigenvalues ``(n,)`` (complex).
         V: Koopman coefficient vectors ``(M, n_keep)``, ``psi_l(x) = sum_j V[j, l] k(x, x_j)``.
         U: Fokker-Planck vectors ``(M, n_keep)``, ``rho_l(x) ~ sum_m U[m, l] k(x_m, x)``.
-        pairing: ``u_l^T G0 v_l / M ~ int rho_l psi_l`` ``(n_keep,)`` (spec 3.4).
+        pairing: ``u_l^T G0 v_l / M ~ int rho_l psi_l`` ``(n_keep,)`` (Methods B.2).
         info: rank ``r`` of the truncated basis, condition number, regularisation.
 
     Vectors have unit 2-norm and the phase making ``sum(u)`` (resp. ``sum(G0 v)``) real positive.
@@ -175,7 +175,7 @@ class GEDMD:
     def density(self, Y, L: int | None = None) -> np.ndarray:
         """FP eigen-densities ``rho_l(y) = sum_m U[m, l] k(x_m, y) / (M (2 pi zeta^2)^(d/2))``: ``(n, L)``.
 
-        Approximates ``rho_l * N(0, zeta^2 I)`` up to the scale of ``u`` (spec 3.4(b), check T3).
+        Approximates ``rho_l * N(0, zeta^2 I)`` up to the scale of ``u`` (Methods B.2, check T3).
         """
         L = self.U.shape[1] if L is None else L
         M, d = self.X.shape
@@ -206,14 +206,14 @@ def solve(
     tikhonov: float = 1e-6,
     n_keep: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Koopman (``K v = lam G0 v``) and FP (``K^T u = lam G0 u``) eigenpairs (spec 3.4-3.5).
+    """Koopman (``K v = lam G0 v``) and FP (``K^T u = lam G0 u``) eigenpairs (Methods B.2).
 
     ``regularisation="truncated"`` (recommended) projects onto the eigenbasis of ``G0`` above
     ``rtol * max`` and diagonalises ``A = S^-1/2 Q^T K Q S^-1/2`` once: right eigenvectors ``c`` give
     ``v = Q S^-1/2 c``, left eigenvectors ``c'`` (rows of the inverse eigenvector matrix) give
     ``u = Q S^-1/2 c'``.  ``"tikhonov"`` solves
     ``(G0 + tikhonov M I)^-1 K`` (and ``K^T``) directly: it fills the top of the spectrum with
-    spurious near-zero eigenvalues (spec 3.5, check T1) and exists for that demonstration.
+    spurious near-zero eigenvalues (check T1, Methods B.5) and exists for that demonstration.
 
     Returns ``(lam, V, U, pairing, info)`` with vectors for the ``n_keep`` slowest modes (all by default).
     """
@@ -267,7 +267,7 @@ def fit(X, B, a, zeta: float, rtol: float = 1e-10, regularisation: str = "trunca
 
 
 def cluster_size(lam: np.ndarray, rtol: float = 1e-2, kmax: int = 50) -> int:
-    """Size of the near-degenerate cluster at the top of the spectrum (metastability, spec 3.6).
+    """Size of the near-degenerate cluster at the top of the spectrum (metastability, Methods B.2).
 
     The largest ``n <= kmax`` whose spread ``Re lam_0 - Re lam_{n-1}`` is at most ``rtol`` times the
     gap ``Re lam_{n-1} - Re lam_n`` to the next eigenvalue.  For OU (0, -1, -2, ...) this is 1; with
@@ -282,7 +282,7 @@ def cluster_size(lam: np.ndarray, rtol: float = 1e-2, kmax: int = 50) -> int:
 
 
 def spectrum_report(lam: np.ndarray, info: dict | None = None, top: int = 6) -> dict:
-    """Rank, condition number, top eigenvalues, metastable cluster size and ``max |Im|/|Re|`` (spec 10)."""
+    """Rank, condition number, top eigenvalues, metastable cluster size and ``max |Im|/|Re|`` (the diagnostics every FP result records, Methods B.2)."""
     lam = np.asarray(lam)
     head = lam[:top]
     re = np.abs(head.real)

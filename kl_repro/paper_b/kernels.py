@@ -1,6 +1,6 @@
 """Gaussian kernel, its derivatives in the first argument, and Gram builders.
 
-Paper B, Sec. 3.2 (eq. (17)) and ``fp_paper_spec.md`` section 3.2 (the formulas of Klus, Nueske &
+Paper B, Sec. 3.2 (eq. (17)); Methods B.2 (the formulas of Klus, Nueske &
 Hamzi 2020, as in their d3s code).  The kernel is **unnormalised**, as in the paper:
 
 * ``k(x, y) = exp(-||x - y||^2 / (2 zeta^2))``
@@ -57,7 +57,7 @@ def sqdist(X, Y):
 def log_gram(X, Y, zeta: float):
     """``E[i, j] = log k(X_i, Y_j) = -||X_i - Y_j||^2 / (2 zeta^2)``, shape ``(n, m)``.
 
-    The log-domain Gram matrix needed where ``k`` underflows (spec section 3.7: VE prior draws in
+    The log-domain Gram matrix needed where ``k`` underflows (Methods B.3: VE prior draws in
     CIFAR dimension give ``log k ~ -8000``).
     """
     zeta = _check_zeta(zeta)
@@ -81,7 +81,7 @@ def kernel(x, y, zeta: float):
 
 
 def grad_x(x, y, zeta: float):
-    """``grad_x k(x, y) = -(x - y) / zeta^2 k(x, y)`` (spec 3.2; paper eq. (17) with roles swapped), shape ``(..., d)``."""
+    """``grad_x k(x, y) = -(x - y) / zeta^2 k(x, y)`` (Methods B.2; paper eq. (17) with roles swapped), shape ``(..., d)``."""
     k = kernel(x, y, zeta)
     return -(x - y) / zeta**2 * k[..., None]
 
