@@ -8,6 +8,9 @@ import nbformat
 import pytest
 
 from conftest import REPO, run_cli
+from kl_repro.core.profiles import load_profile
+from kl_repro.core.registry import artefact_registry
+from kl_repro.paper_a.matrix import load_matrix, planned_runs
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +29,7 @@ def test_smoke_reproduce_builds_the_book_with_both_chapters(smoke_build):
         for src in images:
             assert (html / "executed" / src).resolve().stat().st_size > 1000
     pages = list((html / "executed" / "runs").glob("*.html"))
-    from kl_repro.paper_a.matrix import planned_runs
-    assert len(pages) == len(planned_runs("smoke"))  # one page per training run
+    assert len(pages) == len(planned_runs(load_profile("smoke")))  # one page per training run
     assert "Status of every table and figure" in (html / "intro.html").read_text()
 
 
@@ -47,11 +49,9 @@ def test_an_interrupted_reproduce_resumes_without_redoing_finished_runs(smoke_bu
 
 
 def test_every_artefact_of_the_profile_exists_and_is_not_empty(smoke_build):
-    from kl_repro.paper_a.matrix import load_matrix
-    from kl_repro.pipeline.book import artefact_registry
 
     arts = smoke_build["results"] / "smoke" / "artefacts"
-    wanted = {a["id"] for a in artefact_registry()} | load_matrix("smoke").artefacts()
+    wanted = {a["id"] for a in artefact_registry()} | load_matrix(load_profile("smoke")).artefacts()
     for art in sorted(wanted):
         path = arts / f"{art}.json"
         assert path.exists(), art
@@ -62,13 +62,11 @@ def test_every_artefact_of_the_profile_exists_and_is_not_empty(smoke_build):
 
 
 def test_status_table_has_a_row_for_every_table_and_figure(smoke_build):
-    from kl_repro.paper_a.matrix import load_matrix
-    from kl_repro.pipeline.book import artefact_registry
 
     page = (smoke_build["html"] / "intro.html").read_text()
     in_paper = [a["id"] for a in artefact_registry() if a["in_paper"]]
     assert len([a for a in in_paper if a.startswith("B.")]) == 5  # paper B: Tables 1-3, Figs. 1-2
-    for art in set(in_paper) | load_matrix("smoke").artefacts():
+    for art in set(in_paper) | load_matrix(load_profile("smoke")).artefacts():
         assert f"<strong>{art}</strong>" in page, art
 
 

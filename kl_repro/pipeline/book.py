@@ -10,57 +10,35 @@ book was built with, and the verdict, read from the artefact files notebooks sto
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
-import importlib.util
 import json
 import os
 import platform
 import subprocess
-import tomllib
-from functools import lru_cache
-from importlib import resources
+import shutil
+import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterable
 
 from kl_repro.core import store
+from kl_repro.core.profiles import Profile
+from kl_repro.core.registry import artefact_registry
+from kl_repro.paper_a.matrix import run_log_rows
+from kl_repro.pipeline.notebooks import CHAPTERS, NotebookJob, notebook_jobs, out_dir, repo_root
 
 __all__ = [
-    "artefact_registry",
-    "paper_values",
+    "build_book",
     "status_rows",
     "status_markdown",
     "reproduction_log_markdown",
     "api_markdown",
     "write_book_pages",
-    "MODULES",
+    "LAYERS",
 ]
 
-#: Library modules in floor order (see CONTRIBUTING.md), for the API reference.
-MODULES = (
-    "config", "store", "profiles", "plotting", "rng",
-    "kl", "schedules", "nets", "data", "kernels", "gedmd", "inception",
-    "losses", "sde", "paths", "features",
-    "samplers", "fpsampler",
-    "runs", "train", "metrics",
-    "experiments", "fp_experiments",
-    "paper_a", "fp_report", "reporting",
-    "reproduce", "cli",
-)
-
-
-@lru_cache(maxsize=None)
-def _toml(name: str) -> dict:
-    return tomllib.loads(resources.files("kl_repro").joinpath("paper_values", name).read_text())
-
-
-def artefact_registry() -> list[dict]:
-    """Every table/figure of both papers and our added checks, in book order."""
-    return [dict(a) for a in _toml("artefacts.toml")["artefact"]]
-
-
-def paper_values(paper: str) -> dict:
-    """The papers' reported numbers as data (``paper_values/paper_<a|b>.toml``), each with its source."""
-    return json.loads(json.dumps(_toml(f"paper_{paper.lower()}.toml")))
+#: Layers in import order (see CONTRIBUTING.md), for the API reference.
+LAYERS = ("core", "data", "nets", "schedule", "evaluation", "paper_a", "paper_b", "chapters", "pipeline")
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def _summary(value, limit: int = 160) -> str:
@@ -78,7 +56,7 @@ def _summary(value, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def status_rows(profile: str) -> list[dict]:
+def status_rows(profile: Profile) -> list[dict]:
     """One row per registry entry: id, title, chapter, in_paper, produced, paper, ours, verdict."""
     rows = []
     for entry in artefact_registry():
@@ -97,13 +75,13 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def status_markdown(profile: str, chapters_present: Iterable[str]) -> str:
+def status_markdown(profile: Profile, chapters_present: Iterable[str]) -> str:
     """The front page's status tables (paper items, then our checks) as MyST markdown."""
     present = set(chapters_present)
     rows = status_rows(profile)
     produced = sum(r["produced"] for r in rows if r["in_paper"])
     total = sum(r["in_paper"] for r in rows)
-    out = [f"**Built with profile `{profile}`**: {produced} of {total} tables and figures of the papers produced.", ""]
+    out = [f"**Built with profile `{profile.name}`**: {produced} of {total} tables and figures of the papers produced.", ""]
     for in_paper, heading in ((True, "Status of every table and figure"), (False, "Checks this project adds")):
         out += [f"### {heading}", "", "| item | paper | ours | verdict | shown in |", "|---|---|---|---|---|"]
         for r in (r for r in rows if r["in_paper"] == in_paper):
@@ -125,8 +103,6 @@ def _git_commit(root: Path) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for pkg in ("kl-repro", "torch", "torchvision", "numpy", "scipy", "denoising-diffusion-pytorch", "accelerate",
                 "ema-pytorch", "torch-fidelity", "papermill", "jupyter-book", "matplotlib", "seaborn"):
@@ -150,9 +126,9 @@ def _hardware() -> dict[str, str]:
     return info
 
 
-def reproduction_log_markdown(profile: str, root: Path) -> str:
+def reproduction_log_markdown(profile: Profile, root: Path) -> str:
     """Profile, hardware, library versions, git commit, and wall-clock of every notebook and run."""
-    lines = [f"- **Profile**: `{profile}`",
+    lines = [f"- **Profile**: `{profile.name}`",
              f"- **Built**: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
              f"- **Git commit**: `{_git_commit(root)}`", ""]
     pipeline = store.profile_dir(profile) / "pipeline.json"
@@ -167,28 +143,30 @@ def reproduction_log_markdown(profile: str, root: Path) -> str:
     for rec_path in sorted(nb_dir.rglob("*.json")):
         rec = store.read_json(rec_path)
         lines.append(f"| {rec.get('name')} | {rec.get('status')} | {rec.get('seconds', 0):.1f} | {rec.get('finished', '')} |")
-    runs = _run_rows(profile)
+    runs = run_log_rows(profile)
     if runs:
         lines += ["", "## Training runs", "", "| run | steps | optimisation time (s) | status |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['steps']} | {r['seconds']} | {r['status']} |" for r in runs]
     return "\n".join(lines) + "\n"
 
 
-def _run_rows(profile: str) -> list[dict]:
-    if importlib.util.find_spec("kl_repro.paper_a.matrix") is None:
-        return []
-    from kl_repro.paper_a import matrix as experiments
-
-    return experiments.run_log_rows(profile)
+def library_modules() -> list[str]:
+    """Every module of the package, layer by layer (packages' ``__init__`` excluded)."""
+    names = []
+    for layer in LAYERS:
+        base = PACKAGE / layer
+        files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+        for f in files:
+            if f.name != "__init__.py" and "__pycache__" not in f.parts:
+                names.append("kl_repro." + ".".join(f.relative_to(PACKAGE).with_suffix("").parts))
+    return names
 
 
 def api_markdown() -> str:
-    """Sphinx autodoc directives for every library module that exists, in floor order."""
+    """Sphinx autodoc directives for every library module, layer by layer."""
     out = []
-    for name in MODULES:
-        if importlib.util.find_spec(f"kl_repro.{name}") is None:
-            continue
-        out += [f"## `kl_repro.{name}`", "", "```{eval-rst}", f".. automodule:: kl_repro.{name}", "```", ""]
+    for name in library_modules():
+        out += [f"## `{name}`", "", "```{eval-rst}", f".. automodule:: {name}", "```", ""]
     return "\n".join(out)
 
 
@@ -200,7 +178,7 @@ def _toc(jobs_present) -> str:
         return stem in outputs
 
     lines = ["# Generated by kl_repro.pipeline.book at build time", "format: jb-book", "root: intro", "parts:"]
-    part1 = [s for s in ("01_kl_expansion", "02_path_smoothness") if has(s)]
+    part1 = [s for s, part in CHAPTERS[:2] if has(s)]
     lines += ["  - caption: \"Part I: truncated-KL diffusion (paper A)\"", "    chapters:"]
     lines += [f"      - file: executed/{s}" for s in part1]
     lines += ["      - file: training_runs"]
@@ -208,11 +186,11 @@ def _toc(jobs_present) -> str:
         lines += ["        sections:"] + [f"          - file: executed/{r}" for r in runs]
     if has("04_paper_a_results"):
         lines += ["      - file: executed/04_paper_a_results"]
-    part2 = [s for s in ("05_eigen_spectra", "06_operator_sampler") if has(s)]
+    part2 = [s for s, part in CHAPTERS if part == "B" and has(s)]
     if part2:
         lines += ["  - caption: \"Part II: the Fokker-Planck eigenfunction sampler (paper B)\"", "    chapters:"]
         lines += [f"      - file: executed/{s}" for s in part2]
-    lines += ["  - caption: Reference", "    chapters:", "      - file: deviations", "      - file: reproduction_log",
+    lines += ["  - caption: Reference", "    chapters:", "      - file: methods", "      - file: deviations", "      - file: reproduction_log",
               "      - file: api"]
     return "\n".join(lines) + "\n"
 
@@ -224,10 +202,8 @@ def _runs_markdown(jobs_present) -> str:
     return "\n".join(f"- {{doc}}`/executed/{j.output}`" for j in runs) + "\n"
 
 
-def write_book_pages(profile: str, book: Path, jobs_present) -> None:
+def write_book_pages(profile: Profile, book: Path, jobs_present) -> None:
     """Write ``_toc.yml`` and ``_generated/*.md`` of the book for ``profile``."""
-    from kl_repro.pipeline.reproduce import repo_root
-
     gen = book / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
     chapters = {j.output for j in jobs_present}
@@ -236,3 +212,39 @@ def write_book_pages(profile: str, book: Path, jobs_present) -> None:
     store.atomic_write_text(gen / "api.md", api_markdown())
     store.atomic_write_text(gen / "reproduction_log.md", reproduction_log_markdown(profile, repo_root()))
     store.atomic_write_text(book / "_toc.yml", _toc(jobs_present))
+
+
+def build_book(profile: Profile, build_root: Path, root: Path | None = None, log=print) -> Path:
+    """Assemble ``<build_root>/book`` from the repository's ``book/`` and the executed notebooks, then build HTML.
+
+    Returns the path of ``index.html``.
+    """
+    root = root or repo_root()
+    book = build_root / "book"
+    if book.resolve() != (root / "book").resolve():
+        shutil.copytree(root / "book", book, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_build", "executed", "_generated"))
+    write_book_pages(profile, book, _copy_executed(profile, book / "executed", root))
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(book), "--quiet"]
+    if not Path(cmd[0]).exists():
+        cmd[0] = shutil.which("jupyter-book") or "jupyter-book"
+    log(f"building the book: {' '.join(cmd)}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    index = book / "_build" / "html" / "index.html"
+    if proc.returncode != 0 or not index.exists():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
+    return index
+
+
+def _copy_executed(profile: Profile, executed: Path, root: Path) -> list[NotebookJob]:
+    """Copy the stored executions into the book; returns the jobs whose execution exists."""
+    shutil.rmtree(executed, ignore_errors=True)
+    present = []
+    for job in notebook_jobs(profile, root):
+        src = out_dir(profile) / f"{job.output}.ipynb"
+        if src.exists():
+            dst = executed / f"{job.output}.ipynb"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            present.append(job)
+    return present

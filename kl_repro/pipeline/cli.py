@@ -8,26 +8,43 @@ line and exit with status 2, before any computation.
 from __future__ import annotations
 
 import argparse
+import io
+import signal
 import sys
+from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from kl_repro.core import store
+from kl_repro.core.store import LockBusy
 from kl_repro.core.config import ConfigError
+from kl_repro.core.plotting import image_grid, to_uint8_hwc
+from kl_repro.core.profiles import DEFAULT_PROFILE, PROFILES, Profile, load_profile
+from kl_repro.evaluation.evaluate import EvalConfig, default_extractor
+from kl_repro.evaluation.reference import ReferenceConfig, reference_stats
+from kl_repro.paper_a.evaluate import evaluate_run
+from kl_repro.paper_a.matrix import plan_table
+from kl_repro.paper_a.training.loop import train
+from kl_repro.paper_a.training.config import load_run_config
+from kl_repro.paper_a.training.run import Run, runs_dir as profile_runs_dir
+from kl_repro.pipeline.book import build_book
+from kl_repro.pipeline.notebooks import repo_root
+from kl_repro.pipeline.reproduce import reproduce
+from kl_repro.pipeline.scheduler import worker
 
 __all__ = ["main", "build_parser"]
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
     """List the profiles and what each is for."""
-    from kl_repro.core.profiles import PROFILES, load_profile
-
     for name in PROFILES:
-        print(f"{name:6s}  {load_profile(name)['description']}")
+        print(f"{name:6s}  {load_profile(name).description}")
     return 0
 
 
 def _terminate_as_interrupt() -> None:
     """SIGTERM (``kill``) unwinds like Ctrl-C, so worker processes are stopped and finished work kept."""
-    import signal
-
     def handler(signum, frame):
         raise KeyboardInterrupt
 
@@ -36,13 +53,6 @@ def _terminate_as_interrupt() -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Train the profile's runs, execute every notebook, build the book (``make reproduce``)."""
-    from pathlib import Path
-
-    from kl_repro.core.profiles import check_profile_name
-    from kl_repro.pipeline.reproduce import reproduce
-    from kl_repro.core.store import LockBusy
-
-    check_profile_name(args.profile)
     _terminate_as_interrupt()
     try:
         return reproduce(args.profile, build_root=Path(args.build_root) if args.build_root else None,
@@ -54,12 +64,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_book(args: argparse.Namespace) -> int:
     """Rebuild the HTML book from the stored results of a profile (no execution)."""
-    from pathlib import Path
-
-    from kl_repro.core.profiles import check_profile_name
-    from kl_repro.pipeline.reproduce import build_book, repo_root
-
-    check_profile_name(args.profile)
     root = repo_root()
     index = build_book(args.profile, Path(args.build_root) if args.build_root else root, root)
     print(f"book: {index}")
@@ -68,8 +72,6 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 def cmd_fid(args: argparse.Namespace) -> int:
     """Sample quality of a trained run: FID (or FD_clf for digits), KID, IS where available; stored in the run folder."""
-    from kl_repro.evaluation.metrics import EvalConfig, evaluate_run
-
     cfg = EvalConfig(num_samples=args.num_samples, extractor=args.extractor, ref_images=args.ref_images,
                      seed=args.seed, batch_size=args.batch_size, device=args.device)
     print(evaluate_run(args.run_dir, cfg=cfg, progress=True, force=args.force))
@@ -78,8 +80,6 @@ def cmd_fid(args: argparse.Namespace) -> int:
 
 def cmd_fid_ref(args: argparse.Namespace) -> int:
     """Compute (or find cached) the reference statistics of a data set's real images."""
-    from kl_repro.evaluation.metrics import ReferenceConfig, default_extractor, reference_stats
-
     ref = ReferenceConfig(dataset=args.dataset, split=args.split, resolution=args.resolution,
                           num_images=args.num_images, root=args.root)
     extractor = args.extractor or default_extractor(ref.dataset)
@@ -90,14 +90,8 @@ def cmd_fid_ref(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume, or reuse) one run of paper A from a config file and ``--set`` overrides."""
-    from pathlib import Path
-
-    from kl_repro.paper_a.training.run import load_run_config
-    from kl_repro.core.store import LockBusy, profile_dir
-    from kl_repro.paper_a.training.loop import train
-
-    cfg = load_run_config(args.config, args.set or [])
-    runs_dir = Path(args.runs_dir) if args.runs_dir else profile_dir(args.profile) / "runs"
+    runs_dir = Path(args.runs_dir) if args.runs_dir else profile_runs_dir(args.profile)
+    cfg = load_run_config(args.config, args.set or [], runs_dir=runs_dir)
     try:
         run = train(cfg, runs_dir, progress=not args.quiet)
     except LockBusy as e:
@@ -111,13 +105,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """DDIM samples of a trained run's EMA model, written as .png (grid), .npz (uint8 NHWC) or .pt (float)."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from kl_repro.core import store
-    from kl_repro.paper_a.training.run import Run
-
     run = Run.open(args.run_dir)
     sampler = run.config.sampler.replace(**{k: v for k, v in (("eta", args.eta), ("S", args.steps)) if v is not None})
     out = Path(args.out)
@@ -127,20 +114,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix == ".pt":
         store.atomic_torch_save(x, out)
     elif out.suffix == ".npz":
-        import io
-
-        from kl_repro.core.plotting import to_uint8
-
         buf = io.BytesIO()
-        np.savez(buf, to_uint8(x))
+        np.savez(buf, to_uint8_hwc(x))
         store.atomic_write_bytes(out, buf.getvalue())
     else:
-        import io
-
-        from PIL import Image
-
-        from kl_repro.core.plotting import image_grid
-
         g = image_grid(x)
         buf = io.BytesIO()
         Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g).save(buf, format="PNG")
@@ -151,10 +128,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print a profile's paper-A runs: status (train, resume, evaluate, finished) and estimated time left."""
-    from kl_repro.paper_a.matrix import plan_table
-    from kl_repro.core.profiles import check_profile_name
-
-    check_profile_name(args.profile)
     rows, per_artefact = plan_table(args.profile)
     for r in rows:
         h = "?" if r["hours_left"] is None else f"{r['hours_left']:.2f} h"
@@ -166,22 +139,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kl-repro",
-        description="Reproduce paper A (truncated-KL diffusion training) and paper B (Fokker-Planck "
-        "eigenfunction sampler): train, sample, evaluate, and build the book.",
-    )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def _profile(name: str) -> Profile:
+    """argparse type: the profile is resolved once, here, and passed down as an object."""
+    try:
+        return load_profile(name)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
-    s = sub.add_parser("profiles", help="list the reproduction profiles")
-    s.set_defaults(func=cmd_profiles)
 
+def _add_profile(s: argparse.ArgumentParser, what: str = "") -> None:
+    s.add_argument("--profile", type=_profile, default=DEFAULT_PROFILE,
+                   help=f"{' | '.join(PROFILES)} (default {DEFAULT_PROFILE}){what}")
+
+
+def _train_and_sample_commands(sub) -> None:
     s = sub.add_parser("train", help="train one run of paper A (resumes an interrupted run, reuses a finished one)",
                        description="The run is named by its config. Multi-GPU: accelerate launch -m kl_repro.pipeline.cli train ...")
     s.add_argument("--config", help="TOML/JSON file with sections [data] [net] [diffusion] [train] [sampler]")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.steps=1000 (repeatable)")
-    s.add_argument("--profile", default="cpu", help="results go to <results>/<profile>/runs (default cpu)")
+    _add_profile(s, "; results go to <results>/<profile>/runs")
     s.add_argument("--runs-dir", help="folder of runs (overrides --profile)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
@@ -197,22 +173,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output file: .png (grid), .npz (uint8 NHWC) or .pt (float tensor)")
     s.set_defaults(func=cmd_sample)
 
+
+def _pipeline_commands(sub) -> None:
     s = sub.add_parser("reproduce", help="train, execute every notebook and build the book for a profile",
                        description="Idempotent and resumable: finished runs and executed notebooks are reused.")
-    s.add_argument("--profile", default="cpu", help="smoke | cpu (default) | mnist | paper")
+    _add_profile(s)
     s.add_argument("--build-root", help="folder that receives book/ (default: the repository)")
     s.add_argument("--no-train", action="store_true", help="skip the training stage (notebooks reuse stored runs)")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("plan", help="list a profile's training runs, their status and the time they need")
-    s.add_argument("--profile", default="cpu", help="smoke | cpu (default) | mnist | paper")
+    _add_profile(s)
     s.set_defaults(func=cmd_plan)
 
+    s = sub.add_parser("worker", help="train and evaluate one planned run (RUN from `kl-repro plan`)",
+                       description="The same work `make reproduce` gives a worker process. Multi-GPU, one run: "
+                       "accelerate launch --num_processes 8 -m kl_repro.pipeline.cli worker --profile paper --run mnist/kl8-b16@s0")
+    _add_profile(s)
+    s.add_argument("--run", required=True, metavar="RUN", help="a run key, e.g. digits/kl8-b16@s0")
+    s.set_defaults(func=cmd_worker)
+
     s = sub.add_parser("book", help="rebuild the HTML book from stored results (no execution)")
-    s.add_argument("--profile", default="cpu", help="smoke | cpu (default) | mnist | paper")
+    _add_profile(s)
     s.add_argument("--build-root", help="folder that receives book/ (default: the repository)")
     s.set_defaults(func=cmd_book)
 
+
+def _metric_commands(sub) -> None:
     s = sub.add_parser("fid", help="FID / FD_clf (+ KID, IS) of a trained run's EMA model, stored in RUN_DIR/eval/",
                        description="Samples with the run's DDIM settings (per-image seeds) and compares with the cached "
                        "statistics of the first --ref-images training images. Default extractor: clf for digits, "
@@ -239,6 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     s.set_defaults(func=cmd_fid_ref)
 
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Train one planned run of the profile's matrix and evaluate it (one process; under ``accelerate launch``, one run on several GPUs)."""
+    return worker(args.profile, args.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The one command line of the project: every command and its arguments."""
+    p = argparse.ArgumentParser(
+        prog="kl-repro",
+        description="Reproduce paper A (truncated-KL diffusion training) and paper B (Fokker-Planck "
+        "eigenfunction sampler): train, sample, evaluate, and build the book.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    s = sub.add_parser("profiles", help="list the reproduction profiles")
+    s.set_defaults(func=cmd_profiles)
+    _train_and_sample_commands(sub)
+    _pipeline_commands(sub)
+    _metric_commands(sub)
     return p
 
 
