@@ -175,28 +175,27 @@ def e3(cfg: OperatorSamplerConfig, t1: Artefact, extra: Artefact) -> Artefact:
 
 def table2(cfg: OperatorSamplerConfig, setup: image_data.ImageSetup) -> Artefact:
     """Table 2: the effect of M (VE, paper preset); ``B.table2``."""
-    paper = paper_values("b")
     res = image_experiments.table2(setup, cfg.fp_config(), cfg.M_values, cfg.sweep_groups, cfg.sweep_per_group, cfg.frechet)
-    meta = _meta(cfg, "dataset", preset="paper", sde="ve", groups=cfg.sweep_groups, per_group=cfg.sweep_per_group)
-    payload = report.artefact_table2(meta, res, paper)
-    fd_name = metric_name(res["rows"])
-    fig = figures.table2_figure(res, paper, fd_name, cfg.dataset)
-    text = (f"M = {', '.join(str(m) for m in cfg.M_values)} (paper: 500 to 5000; the pool holds {cfg.pool} {cfg.dataset} images), "
-            f"{_groups(cfg.sweep_groups, cfg.sweep_per_group)} each. {payload['verdict']}")
-    return Artefact("B.table2", res, payload, fig, {"": tables.rows_with_fd(res["rows"])}, text).save(cfg.profile)
+    intro = (f"M = {', '.join(str(m) for m in cfg.M_values)} (paper: 500 to 5000; the pool holds {cfg.pool} "
+             f"{cfg.dataset} images)")
+    return _sweep_artefact(cfg, "B.table2", res, report.artefact_table2, figures.table2_figure, intro)
 
 
 def table3(cfg: OperatorSamplerConfig, setup: image_data.ImageSetup) -> Artefact:
     """Table 3: the effect of L (VE, paper preset, common random numbers); ``B.table3``."""
-    paper = paper_values("b")
     res = image_experiments.table3(setup, cfg.fp_config(), cfg.L_values, cfg.sweep_groups, cfg.sweep_per_group, cfg.frechet)
+    intro = f"L = {', '.join(str(v) for v in cfg.L_values)} with M = {res['M']}"
+    return _sweep_artefact(cfg, "B.table3", res, report.artefact_table3, figures.table3_figure, intro)
+
+
+def _sweep_artefact(cfg: OperatorSamplerConfig, artefact: str, res: dict, assemble, draw, intro: str) -> Artefact:
+    """The stored artefact of a Table 2/3 sweep: data, verdict, figure and the table of rows."""
+    paper = paper_values("b")
     meta = _meta(cfg, "dataset", preset="paper", sde="ve", groups=cfg.sweep_groups, per_group=cfg.sweep_per_group)
-    payload = report.artefact_table3(meta, res, paper)
-    fd_name = metric_name(res["rows"])
-    fig = figures.table3_figure(res, paper, fd_name, cfg.dataset)
-    text = (f"L = {', '.join(str(v) for v in cfg.L_values)} with M = {res['M']}, "
-            f"{_groups(cfg.sweep_groups, cfg.sweep_per_group)} each. {payload['verdict']}")
-    return Artefact("B.table3", res, payload, fig, {"": tables.rows_with_fd(res["rows"])}, text).save(cfg.profile)
+    payload = assemble(meta, res, paper)
+    fig = draw(res, paper, metric_name(res["rows"]), cfg.dataset)
+    text = f"{intro}, {_groups(cfg.sweep_groups, cfg.sweep_per_group)} each. {payload['verdict']}"
+    return Artefact(artefact, res, payload, fig, {"": tables.rows_with_fd(res["rows"])}, text).save(cfg.profile)
 
 
 def fig2(cfg: OperatorSamplerConfig, setup: image_data.ImageSetup) -> Artefact:

@@ -38,6 +38,12 @@ def _say(res: Results, artefact: str) -> None:
     print(f"{artefact}: {art.get('verdict', '') if art else 'not produced at this profile (runs missing).'}")
 
 
+def _shown(res: Results, artefact: str, value):
+    """``value`` (a table or figure of ``artefact``), after printing the artefact's verdict."""
+    _say(res, artefact)
+    return value
+
+
 def _styled(rows: list[dict], precision: int = 3, na_rep: str = "–"):
     return pd.DataFrame(rows).style.format(precision=precision, na_rep=na_rep).hide(axis="index")
 
@@ -61,86 +67,62 @@ def plan(res: Results):
 
 def table1(res: Results):
     """Table 1: best proxy and final score per run and data set."""
-    rows = tables.table1(res)
-    _say(res, "A.table1")
-    return _styled(rows)
+    return _shown(res, "A.table1", _styled(tables.table1(res)))
 
 
 def fig1(res: Results):
     """Fig. 1 (companion): truncated paths and the headline comparison."""
-    fig = figures.fig1(res)
-    _say(res, "A.fig1")
-    return fig
+    return _shown(res, "A.fig1", figures.fig1(res))
 
 
 def fig2(res: Results, panel: str):
     """Fig. 2, panel ``a``, ``b`` or ``c``: score against optimisation steps."""
-    fig = figures.fig2(res, panel)
-    _say(res, PANELS[panel][1])
-    return fig
+    return _shown(res, PANELS[panel][1], figures.fig2(res, panel))
 
 
 def speedup(res: Results):
     """The speed-up to the baseline's best score, per KL run and data set."""
-    rows = tables.speedup_table(res)
-    _say(res, "A.speedup")
-    return _styled(rows, precision=2, na_rep="never")
+    return _shown(res, "A.speedup", _styled(tables.speedup_table(res), precision=2, na_rep="never"))
 
 
 def baseline_t20(res: Results):
     """The Baseline-T20 control (not in the paper)."""
-    fig = figures.baseline_t20(res)
-    _say(res, "A.baseline_t20")
-    return fig
+    return _shown(res, "A.baseline_t20", figures.baseline_t20(res))
 
 
 def table2(res: Results):
     """Table 2: measured cost of one optimisation step."""
-    rows = tables.table2(res)
-    _say(res, "A.table2")
-    return _styled(rows)
+    return _shown(res, "A.table2", _styled(tables.table2(res)))
 
 
 def table3(res: Results):
     """Table 3: fine-tuning KL and KL* from a trained baseline."""
-    rows = tables.table3(res)
-    _say(res, "A.table3")
-    return _styled(rows)
+    return _shown(res, "A.table3", _styled(tables.table3(res)))
 
 
 def fig3(res: Results):
     """Fig. 3: sample grids at matched steps."""
-    fig = figures.fig3(res)
-    _say(res, "A.fig3")
-    return fig
+    return _shown(res, "A.fig3", figures.fig3(res))
 
 
 def fig4(res: Results):
     """Fig. 4: the partial KL loss."""
-    fig = figures.fig4(res)
-    _say(res, "A.fig4")
-    return fig
+    return _shown(res, "A.fig4", figures.fig4(res))
 
 
 def fig5(res: Results):
     """Fig. 5: KL* against KL and the baseline, in steps and wall-clock."""
-    fig = figures.fig5(res)
-    _say(res, "A.fig5")
-    return fig
+    return _shown(res, "A.fig5", figures.fig5(res))
 
 
 def fig6(res: Results):
     """Fig. 6: how many terms, (a) at T = 20 and (b) with d x T = 200."""
-    fig = figures.fig6(res)
-    _say(res, "A.fig6a")
-    return fig
+    return _shown(res, "A.fig6a", figures.fig6(res))
 
 
 def samples(res: Results, artefact: str):
     """Figs. 7-9 (``A.fig7``, ``A.fig8``, ``A.fig9``): uncurated samples of the KL models."""
-    fig = figures.sample_figure(res, artefact)
-    _say(res, artefact)
-    return fig
+    return _shown(res, artefact, figures.sample_figure(res, artefact))
 
 
 def fig10(res: Results) -> None:
