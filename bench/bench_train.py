@@ -85,6 +85,7 @@ class TrainStep:
         from kl_repro.paper_a.losses import build_loss
         from kl_repro.paper_a.training.run import build_model
         from kl_repro.paper_a.training.loop import _accelerator
+        from kl_repro.paper_a.training.precision import amp_for
 
         self.cfg, self.tc, self.dataset, self.dev = cfg, cfg.train, dataset, dev
         tc = self.tc
@@ -99,8 +100,9 @@ class TrainStep:
                        inv_gamma=tc.ema_inv_gamma, power=tc.ema_power, include_online_model=False)
         if tc.compile:
             self.model.compile()
+        self.amp = amp_for(self.mp, dev.type)  # fp16: the training loop's autocast + GradScaler (CUDA and CPU)
+        self.amp.wrap_forward(self.model)
         self.model = accelerator.prepare_model(self.model)
-        self.scaler = accelerator.scaler  # a GradScaler for fp16 (CUDA), else None
         self.loss_fn = loss_fn or build_loss(cfg.diffusion)
         self.n = 0
 
@@ -130,15 +132,10 @@ class TrainStep:
         value = float(loss.detach())
         if value != value or abs(value) == float("inf"):
             raise FloatingPointError(f"benchmark step {self.n}: loss {value}")
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        if self.scaler is not None:
-            self.scaler.unscale_(opt)
+        self.amp.scale(loss).backward()
+        self.amp.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad)
-        if self.scaler is not None:
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            opt.step()
+        self.amp.step(opt)
         opt.zero_grad(set_to_none=True)
         self.ema.update()
         return value

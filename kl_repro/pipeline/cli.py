@@ -31,7 +31,7 @@ from kl_repro.paper_a.training.run import Run, runs_dir as profile_runs_dir
 from kl_repro.pipeline.book import build_book
 from kl_repro.pipeline.notebooks import repo_root
 from kl_repro.pipeline.reproduce import reproduce
-from kl_repro.pipeline.scheduler import worker
+from kl_repro.pipeline.scheduler import pending_runs, slurm_script, worker, worker_commands
 
 __all__ = ["main", "build_parser"]
 
@@ -127,7 +127,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print a profile's paper-A runs: status (train, resume, evaluate, finished) and estimated time left."""
+    """Print a profile's paper-A runs: status (train, resume, evaluate, finished) and estimated time left.
+
+    ``--format commands``: one self-contained ``kl-repro worker`` command per pending run; ``--format slurm``:
+    a script submitting them as SLURM job arrays (``pipeline.scheduler``; README, "On a cluster").
+    """
+    if args.format != "table":
+        runs = pending_runs(args.profile, args.only or ())
+        print((worker_commands if args.format == "commands" else slurm_script)(args.profile, runs), end="")
+        return 0
     rows, per_artefact = plan_table(args.profile)
     for r in rows:
         h = "?" if r["hours_left"] is None else f"{r['hours_left']:.2f} h"
@@ -184,6 +192,11 @@ def _pipeline_commands(sub) -> None:
 
     s = sub.add_parser("plan", help="list a profile's training runs, their status and the time they need")
     _add_profile(s)
+    s.add_argument("--format", choices=("table", "commands", "slurm"), default="table",
+                   help="table (default); commands: one shell command per pending run, for any cluster scheduler; "
+                   "slurm: a script that submits them as SLURM job arrays")
+    s.add_argument("--only", action="append", metavar="GLOB",
+                   help="commands/slurm: only the pending runs whose key matches, e.g. 'digits/*' (repeatable)")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("worker", help="train and evaluate one planned run (RUN from `kl-repro plan`)",

@@ -6,29 +6,42 @@ starts from) with one progress line across runs and a log per run (``<run>/train
 the failures.  :func:`worker` is the body of one worker: train one planned run with its hooks, then
 its final evaluation; ``kl-repro worker --profile P --run KEY`` runs it directly (e.g. under
 ``accelerate launch`` on several GPUs).
+
+More than one machine: :func:`worker_commands` and :func:`slurm_script` (``kl-repro plan --format
+commands|slurm``) give one self-contained command per pending run, for any scheduler, or a SLURM
+job-array script.  Every worker writes into one shared results folder; a worker holds its run folder's
+lock while it trains and evaluates, so a second worker on the same run (another machine, or ``make
+reproduce``) waits and then finds the run finished: no run trains twice.  Afterwards ``make reproduce``
+finds every run finished and evaluated, and only renders.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import multiprocessing
 import os
+import shlex
 import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 from accelerate import PartialState
 
 from kl_repro.core import store
 from kl_repro.core.config import require
+from kl_repro.core.store import LockBusy
 from kl_repro.core.profiles import Profile
+from kl_repro.data import DataConfig, data_root
 from kl_repro.paper_a.matrix import PlannedRun, load_matrix, planned_runs
 from kl_repro.paper_a.run_hooks import eval_hooks, final_evaluation, step0_evaluation
 from kl_repro.paper_a.training.loop import train
 
-__all__ = ["run_matrix", "worker"]
+__all__ = ["run_matrix", "worker", "pending_runs", "waves", "worker_commands", "slurm_script"]
 
 Log = Callable[[str], None]
 
@@ -39,19 +52,39 @@ def _fmt_s(s: float | None) -> str:
     return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
+def _hold_run_lock(stack: ExitStack, p: PlannedRun) -> None:
+    """Enter the run folder's lock on ``stack``: at once if free, else once the process holding it has let go."""
+    try:
+        stack.enter_context(store.FolderLock(p.run_dir))
+    except LockBusy as e:
+        print(f"run {p.key}: {e}; this worker waits for it", flush=True)
+        stack.enter_context(store.FolderLock(p.run_dir, wait=True))
+
+
 def worker(profile: Profile, key: str) -> int:
-    """Train one planned run (``key``: ``<run id>@s<seed>``) with its hooks, then its final evaluation; returns 0."""
+    """Train one planned run (``key``: ``<run id>@s<seed>``) with its hooks, then its final evaluation; returns 0.
+
+    Rank 0 holds the run folder's lock throughout (a second worker on the run waits, then finds it finished).
+    """
     m = load_matrix(profile)
     p = next((q for q in planned_runs(profile) if q.key == key), None)
     require(p is not None, f"profile {profile.name}: no planned run {key!r}")
     ev = m.evals.get(p.spec.data)
-    main = PartialState(cpu=p.config.train.device == "cpu").is_main_process  # under `accelerate launch`: rank 0 evaluates
-    if p.spec.step0_eval and ev is not None and main:
-        step0_evaluation(p, ev)
-    run = train(p.config, p.run_dir.parent, hooks=eval_hooks(p, ev) if ev else [], progress=True)
-    if p.spec.evaluate and ev is not None and main:
-        result = final_evaluation(p, ev)
-        print(f"final {result.get('metric')}: {result.get('value')}", flush=True)
+    state = PartialState(cpu=p.config.train.device == "cpu")
+    main = state.is_main_process  # under `accelerate launch`: rank 0 holds the lock and evaluates
+    with ExitStack() as stack:
+        if main and p.status() != "finished":
+            _hold_run_lock(stack, p)
+        state.wait_for_everyone()  # every rank reads the status once rank 0 holds the lock
+        if p.status() == "finished":
+            print(f"finished {p.run_dir} (already; nothing to do)", flush=True)
+            return 0
+        if p.spec.step0_eval and ev is not None and main:
+            step0_evaluation(p, ev)
+        run = train(p.config, p.run_dir.parent, hooks=eval_hooks(p, ev) if ev else [], progress=True, lock=False)
+        if p.spec.evaluate and ev is not None and main:
+            result = final_evaluation(p, ev)
+            print(f"final {result.get('metric')}: {result.get('value')}", flush=True)
     print(f"finished {run.dir}", flush=True)
     return 0
 
@@ -197,3 +230,110 @@ def run_matrix(profile: Profile, log: Log = print, workers: int | None = None) -
                 last_report = time.time()
                 q.report(t_start)
     return q.failures
+
+
+# --- more than one machine: one command per pending run, or a SLURM job array ---------------------
+
+def pending_runs(profile: Profile, only: Sequence[str] = ()) -> list[PlannedRun]:
+    """The matrix's runs not finished (to train, resume or evaluate), in dependency order; ``only``: glob patterns on keys."""
+    runs = [p for p in planned_runs(profile) if p.status() != "finished"]
+    if only:
+        runs = [p for p in runs if any(fnmatch.fnmatchcase(p.key, pat) for pat in only)]
+    return runs
+
+
+def waves(runs: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
+    """``runs`` in waves: a fine-tuning run goes one wave after its base run when that is among ``runs``.
+
+    A base run that is neither finished nor among ``runs`` is refused: the fine-tuning run could not start.
+    """
+    wave_of: dict[str, int] = {}
+    for p in runs:  # dependency order: a base run comes before the runs that start from it
+        base = p.depends_on
+        if base is not None and base not in wave_of:
+            require((Path(p.config.init_from) / "finished.json").exists(),
+                    f"run {p.key} fine-tunes from {base}, which is neither finished nor among the selected runs")
+        wave_of[p.key] = wave_of[base] + 1 if base in wave_of else 0
+    out: list[list[PlannedRun]] = [[] for _ in range(max(wave_of.values(), default=-1) + 1)]
+    for p in runs:
+        out[wave_of[p.key]].append(p)
+    return out
+
+
+def _launcher() -> list[str]:
+    """This environment's ``kl-repro`` by absolute path (a shared file system shows it to every node)."""
+    exe = Path(sys.executable).with_name("kl-repro")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "kl_repro.pipeline.cli"]
+
+
+def _worker_env() -> dict[str, str]:
+    """The environment a worker needs, as absolute paths: the shared results folder and the data folder."""
+    return {"KL_REPRO_RESULTS": str(store.results_root().resolve()), "KL_REPRO_DATA": str(data_root(DataConfig()).resolve())}
+
+
+def _command(profile: Profile, key: str, launcher: Sequence[str]) -> str:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in _worker_env().items())
+    return f"{env} {shlex.join([*launcher, 'worker', '--profile', profile.name, '--run', key])}"
+
+
+def worker_commands(profile: Profile, runs: Sequence[PlannedRun], launcher: Sequence[str] | None = None) -> str:
+    """One self-contained shell command per run (``kl-repro worker``), grouped in waves (:func:`waves`), with comments."""
+    launcher = list(launcher or _launcher())
+    lines = [f"# {len(runs)} pending paper-A runs of profile '{profile.name}': one command each, for any machine that",
+             f"# sees the shared results folder {_worker_env()['KL_REPRO_RESULTS']} (flock must work across machines).",
+             "# Within a wave, run them in any order and anywhere; start a wave once the one before it succeeded.",
+             f"# Afterwards `make reproduce PROFILE={profile.name}` finds the runs finished and only renders."]
+    for i, wave in enumerate(waves(runs), 1):
+        what = "runs that start from scratch or from finished runs" if i == 1 else "fine-tuning runs of the wave before"
+        lines.append(f"# wave {i}: {len(wave)} {what}")
+        lines += [_command(profile, p.key, launcher) for p in wave]
+    return "\n".join(lines) + "\n"
+
+
+_TASK = """#!/bin/bash
+# One array task: the run on line SLURM_ARRAY_TASK_ID + 1 of the run list given as $1.
+set -euo pipefail
+KEY=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$1")
+exec env {env} {launcher} worker --profile {profile} --run "$KEY"
+"""
+
+_SLURM_HEAD = """#!/bin/bash
+# SLURM job arrays for the {n} pending paper-A runs of profile '{profile}' (kl-repro plan --format slurm).
+# Submit from a login node:  SBATCH_OPTS="--partition=... --gres=gpu:1 --time=24:00:00" bash <this file>
+# Each array task runs `kl-repro worker` for one run, read from a run list by $SLURM_ARRAY_TASK_ID.  Every task
+# writes into ONE shared results folder, {results}, which every node must see on a file system whose
+# flock works across nodes (NFSv4, Lustre mounted with -o flock, GPFS): the run folder's lock makes a second task on
+# the same run wait, then find it finished.  Array k+1 (fine-tuning runs, which start from a baseline run of array k)
+# starts once every task of array k succeeded (--dependency=afterok); if a task fails, rerun this script: finished
+# runs are left out.  Afterwards `make reproduce PROFILE={profile}` only evaluates and renders.
+set -euo pipefail
+SBATCH_OPTS=${{SBATCH_OPTS:-}}
+DIR={dir}
+mkdir -p "$DIR"
+cat > "$DIR/task.sh" <<'KL_REPRO_TASK'
+{task}KL_REPRO_TASK
+chmod +x "$DIR/task.sh"
+"""
+
+_SLURM_WAVE = """cat > "$DIR/wave{i}.txt" <<'KL_REPRO_RUNS'
+{keys}
+KL_REPRO_RUNS
+job{i}=$(sbatch --parsable $SBATCH_OPTS {dep}--job-name=kl-repro-{profile}-{i} --array=0-{last} \\
+  --output="$DIR/%x-%A-%a.out" "$DIR/task.sh" "$DIR/wave{i}.txt")
+job{i}=${{job{i}%%;*}}
+echo "array {i}: {count} run(s), job $job{i}"
+"""
+
+
+def slurm_script(profile: Profile, runs: Sequence[PlannedRun], launcher: Sequence[str] | None = None) -> str:
+    """A bash script that submits one SLURM job array per wave of ``runs`` (:func:`waves`), each after the one before."""
+    env = _worker_env()
+    task = _TASK.format(env=" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+                        launcher=shlex.join(list(launcher or _launcher())), profile=shlex.quote(profile.name))
+    folder = Path(env["KL_REPRO_RESULTS"]) / profile.name / "slurm"  # the run lists and the tasks' logs
+    out = _SLURM_HEAD.format(n=len(runs), profile=profile.name, results=env["KL_REPRO_RESULTS"],
+                             dir=shlex.quote(str(folder)), task=task)
+    for i, wave in enumerate(waves(runs), 1):
+        out += _SLURM_WAVE.format(i=i, keys="\n".join(p.key for p in wave), dep=f"--dependency=afterok:$job{i - 1} " if i > 1 else "",
+                                  profile=profile.name, last=len(wave) - 1, count=len(wave))
+    return out if runs else out + f'echo "nothing to submit: no pending run of profile {profile.name} selected"\n'

@@ -3,7 +3,9 @@
 One optimiser step takes ``B`` images (split into ``grad_accum`` micro-batches and over processes
 under ``accelerate launch``), evaluates the configured loss (baseline (7), KL (19), partial (20) or
 KL* (25)), clips the gradient norm, steps AdamW and updates the EMA (``ema_pytorch``, lucidrains'
-Trainer settings).  Mixed precision: fp16 AMP on CUDA as in the paper, none on CPU (bf16 on request).
+Trainer settings).  Mixed precision (:mod:`~kl_repro.paper_a.training.precision`): ``auto`` is fp16 AMP
+on CUDA as in the paper and none on CPU; ``fp16`` runs the same AMP code on CPU too (autocast, loss
+scaling, a step skipped on gradient overflow, the scaler's state checkpointed); bf16 on request.
 
 Every random choice of step ``n`` (batch indices, flips, time indices, noise, subsets) comes from
 generators seeded by ``(seed, n)``, so a resumed run is bit-identical on CPU to an uninterrupted one;
@@ -37,7 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from kl_repro.core import store
-from kl_repro.core.config import ConfigError, require
+from kl_repro.core.config import require
 from kl_repro.core.plotting import image_grid
 from kl_repro.core.profiles import Profile
 from kl_repro.data import data_shape, derive_seed, generator, load_dataset
@@ -46,6 +48,7 @@ from kl_repro.paper_a.ddim import ddim_sample
 from kl_repro.paper_a.losses import build_loss
 from kl_repro.paper_a.training.checkpoint import CKPT_FORMAT, rng_state, save_checkpoint, set_rng_state
 from kl_repro.paper_a.training.config import RunConfig, TrainConfig, run_config_from_params
+from kl_repro.paper_a.training.precision import Fp16Amp, NoAmp, accelerate_precision, amp_for, resolve_mixed_precision
 from kl_repro.paper_a.training.run import Run, build_model, init_from_baseline, runs_dir
 
 __all__ = ["train", "train_from_params", "TrainingDiverged", "resolve_mixed_precision", "batch_indices", "Hook"]
@@ -58,17 +61,8 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the checkpoint kept."""
 
 
-def resolve_mixed_precision(setting: str, device_type: str) -> str:
-    """``auto`` -> ``fp16`` on CUDA (paper: AMP fp16), ``no`` elsewhere; ``fp16`` off CUDA is refused."""
-    if setting == "auto":
-        return "fp16" if device_type == "cuda" else "no"
-    if setting == "fp16" and device_type != "cuda":
-        raise ConfigError("mixed_precision='fp16' needs a CUDA device; on CPU use 'no' or 'bf16'")
-    return setting
-
-
 def _accelerator(tcfg: TrainConfig) -> tuple[Accelerator, str]:
-    """An ``accelerate.Accelerator`` for this run, and the resolved mixed precision."""
+    """An ``accelerate.Accelerator`` for this run, and the resolved mixed precision (fp16 is driven by :class:`Fp16Amp`)."""
     cpu = tcfg.device == "cpu"
     device_type = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
     mp = resolve_mixed_precision(tcfg.mixed_precision, device_type)
@@ -76,7 +70,7 @@ def _accelerator(tcfg: TrainConfig) -> tuple[Accelerator, str]:
         # Single process: forget the settings of an earlier run in this interpreter (notebooks, tests).
         AcceleratorState._reset_state()
         GradientState._reset_state()
-    return Accelerator(mixed_precision=mp, cpu=cpu), mp
+    return Accelerator(mixed_precision=accelerate_precision(mp), cpu=cpu), mp
 
 
 def batch_indices(step: int, B: int, N: int, seed: int) -> torch.Tensor:
@@ -131,12 +125,15 @@ class _MetricsLog:
             self.f.close()
 
 
-def train(cfg: RunConfig, runs_dir: str | os.PathLike, hooks: Iterable[Hook] = (), progress: bool = True) -> Run:
+def train(cfg: RunConfig, runs_dir: str | os.PathLike, hooks: Iterable[Hook] = (), progress: bool = True,
+          lock: bool = True) -> Run:
     """Train the run of ``cfg`` under ``runs_dir``, or return it if it already finished.
 
     An interrupted run resumes from its newest good checkpoint.  ``hooks``: callables
     ``hook(step, model_ema, run) -> dict | None`` called every ``eval_every`` steps and at the end;
-    their dicts are logged to ``metrics.jsonl`` (``"kind": "eval"``) with the step.
+    their dicts are logged to ``metrics.jsonl`` (``"kind": "eval"``) with the step.  The run folder's
+    lock is taken (``store.LockBusy`` if another process holds it) unless ``lock=False``: the caller
+    holds it already (the scheduler's worker, which waits for it).
     """
     if cfg.init_from is not None:  # a missing or unfinished base run is bad input: refuse before creating anything
         base = Run.open(cfg.init_from)
@@ -147,7 +144,7 @@ def train(cfg: RunConfig, runs_dir: str | os.PathLike, hooks: Iterable[Hook] = (
     if run.finished:
         return run
     main = PartialState(cpu=cfg.train.device == "cpu").is_main_process  # under `accelerate launch`, rank 0 holds the lock
-    with store.FolderLock(run.dir) if main else nullcontext():
+    with store.FolderLock(run.dir) if main and lock else nullcontext():
         if run.finished:
             return run
         _train(run, list(hooks), progress)
@@ -173,6 +170,7 @@ class _Session:
     loss_fn: Callable
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    amp: Fp16Amp | NoAmp = NoAmp()  # fp16 loss scaling, or none
     ema: EMA | None = None
     start: int = 0  # the step resumed from
     last_ckpt: Path | None = None  # the newest checkpoint written or resumed from
@@ -204,7 +202,7 @@ def _setup(run: Run) -> tuple[_Session, dict | None]:
     model = build_model(cfg).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay,
                                   fused=tc.fused_adamw or None)
-    s = _Session(run, dataset, accelerator, mp, loss_fn, model, optimizer)
+    s = _Session(run, dataset, accelerator, mp, loss_fn, model, optimizer, amp_for(mp, accelerator.device.type))
     if s.main:
         run.remove_stale_files()  # temporary files and checksum sidecars left by a killed process
         s.last_ckpt, payload = run.latest_checkpoint(quarantine=True)
@@ -234,10 +232,10 @@ def _restore(s: _Session, payload: dict | None) -> None:
         log.info("resuming %s from step %d (%s)", run.name, s.start, s.last_ckpt.name)
     if tc.compile:  # in place, after the EMA's copy: state-dict keys stay those of the plain module
         s.model.compile()
+    s.amp.wrap_forward(s.model)  # fp16: autocast the forward pass (after the EMA's copy, as accelerate does)
     s.model, s.optimizer = s.accelerator.prepare(s.model, s.optimizer)
     if payload is not None:
-        if s.accelerator.scaler is not None and payload.get("scaler") is not None:
-            s.accelerator.scaler.load_state_dict(payload["scaler"])
+        s.amp.load_state_dict(payload.get("scaler"))
         set_rng_state(payload["rng"])
     prev = run.metrics("train")
     s.opt_time = prev[-1]["opt_time_s"] if prev else 0.0
@@ -258,8 +256,12 @@ def _write_run_info(s: _Session) -> None:
 
 # --- one optimiser step ---------------------------------------------------------------------------
 
-def _step(s: _Session, step: int) -> tuple[float, float]:
-    """Optimiser step ``step``: its micro-batches, gradient clipping, AdamW and the EMA; returns ``(mean loss, grad norm)``."""
+def _step(s: _Session, step: int) -> tuple[float, float, bool]:
+    """Optimiser step ``step``: its micro-batches, gradient clipping, AdamW and the EMA.
+
+    Returns ``(mean loss, grad norm, skipped)``; ``skipped``: fp16 only, a gradient overflowed, so the
+    weights and the optimiser state were left as they were and the loss scale halved.
+    """
     tc, acc, device = s.run.config.train, s.accelerator, s.device
     P, rank, N = acc.num_processes, acc.process_index, len(s.dataset)
     per_proc, micro = tc.B // P, tc.B // (P * tc.grad_accum)
@@ -280,15 +282,16 @@ def _step(s: _Session, step: int) -> tuple[float, float]:
                 raise TrainingDiverged(
                     f"{s.run.name}: loss is {value} at step {step}; stopped. Last good checkpoint: "
                     f"{s.last_ckpt if s.last_ckpt else 'none (no checkpoint written yet)'}")
-            acc.backward(loss / tc.grad_accum)
+            acc.backward(s.amp.scale(loss / tc.grad_accum))
         total += value / tc.grad_accum
     if P > 1:  # log the mean loss over processes, not rank 0's share
         total = float(acc.reduce(torch.tensor(total, device=device), reduction="mean"))
+    s.amp.unscale_(s.optimizer)
     grad_norm = float(acc.clip_grad_norm_(s.model.parameters(), tc.clip_grad))
-    s.optimizer.step()
+    skipped = s.amp.step(s.optimizer)
     s.optimizer.zero_grad(set_to_none=True)
     s.ema.update()
-    return total, grad_norm
+    return total, grad_norm, skipped
 
 
 def _timed_step(s: _Session, step: int, metrics: _MetricsLog) -> dict[str, Any]:
@@ -297,7 +300,7 @@ def _timed_step(s: _Session, step: int, metrics: _MetricsLog) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    total, grad_norm = _step(s, step)
+    total, grad_norm, skipped = _step(s, step)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     dt = time.perf_counter() - t0
@@ -305,6 +308,8 @@ def _timed_step(s: _Session, step: int, metrics: _MetricsLog) -> dict[str, Any]:
     row = {"kind": "train", "step": step, "loss": total, "grad_norm": grad_norm, "lr": tc.lr, "step_time_s": dt,
            "images_per_s": tc.B / dt, "opt_time_s": s.opt_time, "peak_mem_mb": _peak_memory_mb(device),
            "epoch": (step * tc.B - 1) // len(s.dataset)}
+    if s.amp.enabled:  # fp16: the scale after this step's update; a skipped step's gradient norm is inf or NaN
+        row.update(loss_scale=s.amp.loss_scale, skipped=skipped, grad_norm=None if skipped else grad_norm)
     metrics.write(row)
     return row
 
@@ -317,7 +322,7 @@ def _checkpoint(s: _Session, step: int) -> None:
     s.last_ckpt = save_checkpoint(s.run.checkpoint_path(step), {
         "format": CKPT_FORMAT, "step": step, "config_hash": s.run.hash,
         "model": acc.unwrap_model(s.model).state_dict(), "ema": s.ema.state_dict(),
-        "optimizer": s.optimizer.state_dict(), "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
+        "optimizer": s.optimizer.state_dict(), "scaler": s.amp.state_dict(),
         "rng": rng_state()})
     s.run.prune_checkpoints(s.run.config.train.keep_checkpoints)
 
