@@ -60,8 +60,11 @@ def smoke_build(tmp_path_factory):
     base = tmp_path_factory.mktemp("smoke")
     results, build = base / "results", base / "build"
     cmd = [sys.executable, "-m", "kl_repro.pipeline.cli", "reproduce", "--profile", "smoke", "--build-root", str(build)]
+    # A shell's background job (`make test &`) ignores SIGINT, and its children inherit that: give the
+    # command Ctrl-C's default back, so the interruption below works however the tests were started.
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=_env(results), cwd=REPO)
+                             env=_env(results), cwd=REPO,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None and len(_finished_runs(results)) < 3:
         time.sleep(0.5)
