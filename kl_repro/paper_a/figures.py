@@ -54,14 +54,16 @@ def plot_curves(ax, res: Results, run_ids: list[str], x: str = "step") -> None:
         ax.legend(fontsize="small")
 
 
-def _curves_figure(res: Results, key: str):
-    """``(fig, ax, run ids)`` with the metric curves of artefact ``key``'s runs, or ``None`` where it is absent."""
+def _curves_figure(res: Results, key: str, title: str):
+    """``(fig, run ids, final score per label)`` with the metric curves of artefact ``key``'s runs under
+    ``title`` (``{data}`` is replaced by the runs' data set), or ``None`` where the artefact is absent."""
     if absent(res, key):
         return None
     ids = [r.id for r in res.runs(key)]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     plot_curves(ax, res, ids)
-    return fig, ax, ids
+    ax.set_title(title.format(data=res.matrix.spec(ids[0]).data))
+    return fig, ids, _finals(res, ids)
 
 
 def _finals(res: Results, ids: list[str]) -> dict[str, float | None]:
@@ -211,12 +213,10 @@ def sample_figure(res: Results, artefact: str, n: int = 64):
 
 def fig4(res: Results):
     """Partial loss: KL-10d1..d4 against the full KL-10d (paper A, Fig. 4)."""
-    made = _curves_figure(res, "A.fig4")
+    made = _curves_figure(res, "A.fig4", "Fig. 4 – partial KL loss ({data})")
     if made is None:
         return None
-    fig, ax, ids = made
-    ax.set_title(f"Fig. 4 – partial KL loss ({res.matrix.spec(ids[0]).data})")
-    finals = _finals(res, ids)
+    fig, ids, finals = made
     partial = [(res.matrix.spec(i).params.get("d_prime"), finals[res.label(i)]) for i in ids
                if res.matrix.spec(i).params.get("model") == "kl_partial"]
     full = next((v for k, v in finals.items() if not any(f"d{m}" in k for m in (1, 2, 3, 4))), None)
@@ -305,12 +305,10 @@ def fig6(res: Results):
 
 def baseline_t20(res: Results):
     """The Baseline-T20 control: is KL's advantage the 20 training noise levels? (our control; the Deviations page)."""
-    made = _curves_figure(res, "A.baseline_t20")
+    made = _curves_figure(res, "A.baseline_t20", "Baseline on T = 1000 and on the KL models' T = 20 levels, against KL-8d")
     if made is None:
         return None
-    fig, ax, ids = made
-    ax.set_title("Baseline on T = 1000 and on the KL models' T = 20 levels, against KL-8d")
-    finals = _finals(res, ids)
+    fig, ids, finals = made
     verdict = verdicts.baseline_t20_verdict(finals.get("Baseline-b16"), finals.get("Baseline-T20-b16"),
                                             finals.get("KL-8d-b16"))
     store.save_artefact(res.name, "A.baseline_t20", {

@@ -138,13 +138,19 @@ def _against_paper(ax, xs, ours, paper_x, paper_fid, fd_name: str, dataset: str,
     ax2.legend(loc="lower right", fontsize=8)
 
 
-def table2_figure(t2: dict, paper: dict, fd_name: str, dataset: str) -> Figure:
-    """Table 2: quality and 100-image sampling time against M, ours beside the paper's."""
+def _sweep_figure(rows: list[dict], key: str, paper_table: dict, fd_name: str, dataset: str, log: bool):
+    """Two panels; the left one shows our quality against ``key`` (``"M"`` or ``"L"``) beside the paper's."""
     fig = Figure(figsize=(10, 3.4))
     axes = fig.subplots(1, 2)
-    Ms = [r["M"] for r in t2["rows"]]
-    ours = [r["fd"]["value"] for r in t2["rows"]] if all(r.get("fd") for r in t2["rows"]) else None
-    _against_paper(axes[0], Ms, ours, paper["table2"]["M"], paper["table2"]["FID"], fd_name, dataset, log=False)
+    xs = [r[key] for r in rows]
+    ours = [r["fd"]["value"] for r in rows] if all(r.get("fd") for r in rows) else None
+    _against_paper(axes[0], xs, ours, paper_table[key], paper_table["FID"], fd_name, dataset, log=log)
+    return fig, axes, xs
+
+
+def table2_figure(t2: dict, paper: dict, fd_name: str, dataset: str) -> Figure:
+    """Table 2: quality and 100-image sampling time against M, ours beside the paper's."""
+    fig, axes, Ms = _sweep_figure(t2["rows"], "M", paper["table2"], fd_name, dataset, log=False)
     axes[0].set(xlabel="M", ylabel=fd_name, title="Quality against M")
     axes[1].loglog(Ms, [r["time_100_no_setup"] for r in t2["rows"]], "o-", label="ours: 100 images, sampling")
     axes[1].loglog(paper["table2"]["M"], paper["table2"]["time_100_images_s"], "s--", color="gray", label="paper: 100 images")
@@ -156,11 +162,7 @@ def table2_figure(t2: dict, paper: dict, fd_name: str, dataset: str) -> Figure:
 
 def table3_figure(t3: dict, paper: dict, fd_name: str, dataset: str) -> Figure:
     """Table 3: quality against L beside the paper's, and why L matters little (weight correlation, displacement)."""
-    fig = Figure(figsize=(10, 3.4))
-    axes = fig.subplots(1, 2)
-    Ls = [r["L"] for r in t3["rows"]]
-    ours = [r["fd"]["value"] for r in t3["rows"]] if all(r.get("fd") for r in t3["rows"]) else None
-    _against_paper(axes[0], Ls, ours, paper["table3"]["L"], paper["table3"]["FID"], fd_name, dataset, log=True)
+    fig, axes, Ls = _sweep_figure(t3["rows"], "L", paper["table3"], fd_name, dataset, log=True)
     axes[0].set(xlabel="L", title="Quality against L")
     axes[1].semilogx(Ls, [r["weight_corr_with_L1"] for r in t3["rows"]], "o-", label="corr(w_L, w_1)")
     axes[1].semilogx(Ls, [r["displacement_vs_L5_over_train_nn"] for r in t3["rows"]], "s-", label="displacement vs L=5 / train NN")
