@@ -12,9 +12,10 @@ from scipy.stats import norm
 
 from kl_repro.paper_b import gedmd
 from kl_repro.paper_b import kernels
+from kl_repro.paper_b import krylov
 from kl_repro.core.config import ConfigError
 from kl_repro.paper_b.fp_operator import coefficients, drift_at, mode_weights, prior_log_mass
-from kl_repro.paper_b.scores import GaussianMixture, MixtureScore
+from kl_repro.paper_b.scores import GaussianMixture, IdealScore, MixtureScore
 from kl_repro.paper_b.sde import VESDE, VPSDE
 
 
@@ -289,3 +290,140 @@ def test_bad_inputs_are_config_errors():
         gedmd.gram_generator(X, X, -1.0, 1.0)
     with pytest.raises(ConfigError, match="regularisation"):
         gedmd.solve(np.eye(3), np.eye(3), regularisation="qz")
+
+
+# ---------------------------------------------------------------- the iterative solver against the dense one (Methods B.2)
+
+
+def _cosines(A, B):
+    """|cos| between matching columns: eigenvectors agree up to a complex phase when this is 1."""
+    return np.abs(np.einsum("mk,mk->k", A.conj(), B)) / (np.linalg.norm(A, axis=0) * np.linalg.norm(B, axis=0))
+
+
+def test_t1_iterative_solver_gives_the_dense_ou_spectrum(ou):
+    """On the 1-d OU check the truncation is active (r << M), so the iterative solver hands over to the dense one."""
+    X, de = ou
+    it = gedmd.fit(X, -X, 2.0, 1.0, n_keep=6, solver="iterative")
+    assert it.info["solver"] == "dense" and "truncation" in it.info["fallback"] and it.info["r"] < 100
+    np.testing.assert_allclose(it.lam[:6], de.lam[:6], rtol=0, atol=1e-8 * abs(de.lam[5]))
+    assert np.all(_cosines(it.U, de.U[:, :6]) > 1 - 1e-8) and np.all(_cosines(it.V, de.V[:, :6]) > 1 - 1e-8)
+
+
+def _anisotropic_ou(M=300, zeta=0.7):
+    """3-D OU ``dX = -diag(1, 1.7, 2.9) X dt + sqrt(2) dW`` (spectrum 0, -1, -1.7, -2, -2.7, -2.9, -3, ...).
+
+    At ``zeta = 0.7`` with 300 points ``G0`` keeps full rank (``s_min / s_max ~ 4e-9``), so the
+    truncation removes nothing and the iterative solver runs its Krylov and shift-and-invert stages.
+    """
+    X = np.random.default_rng(0).standard_normal((M, 3))
+    return gedmd.gram_generator(X, -X * np.array([1.0, 1.7, 2.9]), 2.0, zeta)
+
+
+def _assert_same_leading_pairs(G0, K, n_keep, rtol=1e-8):
+    lam_i, V_i, U_i, p_i, info = gedmd.solve(G0, K, n_keep=n_keep, solver="iterative")
+    lam_d, V_d, U_d, p_d, info_d = gedmd.solve(G0, K, n_keep=n_keep, solver="dense")
+    assert info["solver"] == "iterative" and info_d["r"] == len(G0)  # both solve the untruncated pencil
+    n = len(lam_i)
+    assert n >= n_keep + 1
+    assert np.abs(lam_i - lam_d[:n]).max() <= rtol * np.abs(lam_d[:n]).max()  # the same n leading ones: none missed
+    assert np.all(_cosines(V_i, V_d) > 1 - 1e-8) and np.all(_cosines(U_i, U_d) > 1 - 1e-8)
+    np.testing.assert_allclose(p_i, p_d, rtol=1e-6)
+    P = U_i.T @ G0 @ V_i / len(G0)
+    assert np.abs(P - np.diag(np.diag(P))).max() < 1e-8 * np.abs(np.diag(P)).min()  # still biorthogonal
+    return info
+
+
+def test_iterative_and_dense_solvers_agree_on_a_full_rank_ou():
+    G0, K = _anisotropic_ou()
+    _assert_same_leading_pairs(G0, K, n_keep=6)
+    lam, *_ = gedmd.solve(G0, K, n_keep=6, solver="iterative")
+    # no spurious eigenvalues crowd the top: lam_0 ~ 0 alone, then a gap (the exact lam_1 is -1)
+    assert abs(lam[0]) < 0.1 and lam[1].real < -0.9 and np.all(np.diff(lam.real) <= 1e-12)
+
+
+def test_iterative_and_dense_solvers_agree_in_image_dimension():
+    """The set-up of the benchmark, small: 64-d points, the frozen VE reverse drift of their ideal score at
+    sigma = 0.5 on perturbed copies; a nonsymmetric K whose spectrum is an outlier and a complex cluster."""
+    rng = np.random.default_rng(1)
+    x0 = torch.from_numpy(rng.uniform(0, 1, (300, 64)))
+    sde = VESDE()
+    t_star = _ve_t_of_sigma(sde, 0.5)
+    X = x0 + 0.5 * torch.from_numpy(rng.standard_normal(x0.shape))
+    B, a = drift_at(IdealScore(x0, sde), sde, X, t_star)
+    G0, K = gedmd.gram_generator(X.numpy(), B, a, 3.2)
+    _assert_same_leading_pairs(G0, K, n_keep=6)
+    assert np.abs(K - K.T).max() > 0.1 * np.abs(K).max()  # far from symmetric
+
+
+def _random_pencil(rng, n, d):
+    """``G0 = Q diag(1..10) Q^T`` (well conditioned), ``K = G0 S diag(d) S^-1``: the pencil's eigenvalues are ``d``."""
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    G0 = (Q * np.linspace(1.0, 10.0, n)) @ Q.T
+    S = np.eye(n) + 0.3 * rng.standard_normal((n, n)) / np.sqrt(n)
+    return G0, G0 @ S @ np.diag(d) @ np.linalg.inv(S)
+
+
+def test_iterative_and_dense_solvers_agree_on_a_random_well_conditioned_pencil():
+    """Isolated leading eigenvalues (Krylov on A alone), then an outlier and a tight cluster (shift-and-invert)."""
+    rng = np.random.default_rng(7)
+    n = 250
+    G0, K = _random_pencil(rng, n, np.concatenate([rng.normal(-5.0, 1.0, n - 6), [3.0, 2.5, 2.0, 1.5, 1.2, 1.0]]))
+    info = _assert_same_leading_pairs(G0, K, n_keep=5)
+    assert info["stage1_converged"] >= 6 and "sigma" not in info  # no LU
+    cluster = -1e-3 * np.arange(10)  # spacing 1e-3 against a spread of 50: Krylov on A stalls there
+    G0, K = _random_pencil(rng, n, np.concatenate([rng.uniform(-50.0, -1.0, n - 11), cluster, [10.0]]))
+    info = _assert_same_leading_pairs(G0, K, n_keep=5)
+    assert "sigma" in info and info["stage1_converged"] >= 1  # the outlier in stage 1, the cluster by shift-and-invert
+    lam, *_ = gedmd.solve(G0, K, n_keep=5, solver="iterative")
+    np.testing.assert_allclose(lam.real, np.concatenate([[10.0], cluster])[: len(lam)], atol=1e-8)  # no spurious one
+
+
+def test_iterative_solver_with_symmetric_k_returns_u_equal_to_v():
+    """Zero drift (the VE sampler at t* = sampling_eps on unperturbed references): K is symmetric to rounding, U = V."""
+    X = np.random.default_rng(2).uniform(0, 1, (250, 64))
+    G0, K = gedmd.gram_generator(X, np.zeros_like(X), 0.01, 3.0)
+    _assert_same_leading_pairs(G0, K, n_keep=5)
+    _, V, U, _, _ = gedmd.solve(G0, K, n_keep=5, solver="iterative")
+    assert np.all(_cosines(U, V) > 1 - 1e-12)
+
+
+def test_iterative_solver_falls_back_to_dense_where_it_must():
+    G0, K = _anisotropic_ou(M=400)  # s_min / s_max ~ 2e-10: too close to gram_rtol to skip the truncation
+    info = gedmd.solve(G0, K, n_keep=6, solver="iterative")[4]
+    assert info["solver"] == "dense" and "truncation" in info["fallback"]
+    G0, K = _anisotropic_ou()
+    assert gedmd.solve(G0, K, solver="iterative")[4]["solver"] == "dense"  # every vector wanted
+    assert gedmd.solve(G0, K, n_keep=40, solver="iterative")[4]["solver"] == "dense"  # n_eig > M / 10
+    assert gedmd.solve(G0, K, n_keep=6)[4]["solver"] == "dense"  # "auto" below AUTO_ITERATIVE_MIN_M
+    with pytest.raises(ConfigError, match="solver"):
+        gedmd.solve(G0, K, n_keep=6, solver="arpack")
+
+
+def _planted(rng, n, bulk_mean, outliers_real, pair):
+    """A non-normal real ``(n, n)`` matrix: a Gaussian bulk, real outliers and one conjugate pair ``pair``."""
+    d = np.concatenate([rng.normal(bulk_mean, 1.0, n - len(outliers_real) - 2), outliers_real, [pair.real, pair.real]])
+    D = np.diag(d)
+    D[-2, -1], D[-1, -2] = pair.imag, -pair.imag
+    S = np.eye(n) + 0.3 * rng.standard_normal((n, n)) / np.sqrt(n)
+    return S @ D @ np.linalg.inv(S)
+
+
+@pytest.mark.parametrize("which", ["LR", "LM"])
+def test_krylov_schur_finds_the_wanted_eigenvalues(which):
+    rng = np.random.default_rng(5)
+    n = 400
+    if which == "LR":
+        A = _planted(rng, n, -5.0, [3.0, 2.5, 2.0, 1.5], 2.4 + 0.3j)
+    else:
+        A = _planted(rng, n, 0.0, [6.0, -5.5, 5.0, -4.5], 4.0 + 1.0j)
+    ev = np.linalg.eigvals(A)
+    key = ev.real if which == "LR" else np.abs(ev)
+    want = ev[np.argsort(-key)][:6]
+    ps = krylov.krylov_schur(lambda Z: A @ Z, n, 6, which, block=4, max_dim=48, tol=1e-12)
+    got, _ = krylov.ritz_pairs(ps.T, which)
+    assert ps.converged
+    for z in want:
+        assert np.abs(got - z).min() < 1e-9 * np.abs(ev).max()
+    Q = ps.Q
+    assert np.abs(Q.T @ Q - np.eye(Q.shape[1])).max() < 1e-12
+    assert np.linalg.norm(A @ Q - Q @ ps.T) < 1e-10 * np.abs(ev).max()

@@ -159,11 +159,14 @@ def mode_weights(lam: np.ndarray, U: np.ndarray, c: np.ndarray, tau: float, sign
     return w * (1.0 if total >= 0 else -1.0)
 
 
-def fit_operator(score: Callable, sde, X: torch.Tensor, cfg: FPConfig, n_keep: int, generator: torch.Generator) -> tuple[gedmd.GEDMD, np.ndarray, dict]:
+def fit_operator(score: Callable, sde, X: torch.Tensor, cfg: FPConfig, n_keep: int, generator: torch.Generator,
+                 solver: str = "auto") -> tuple[gedmd.GEDMD, np.ndarray, dict]:
     """Step 2 and the prior projection: frozen drift at ``X`` ``(M, *shape)``, gEDMD, ``log s`` of the prior KDE.
 
     Returns ``(eig, log_s, report)``; ``eig`` keeps vectors of the ``n_keep`` slowest modes, so one
     operator serves every ``L < n_keep`` (Table 3 reuses it).  ``report``: bandwidths, spectrum, timings.
+    ``solver`` (:func:`kl_repro.paper_b.gedmd.solve`): ``"auto"`` computes only the leading eigenpairs
+    from ``M = 1500`` on where the truncation removes nothing; ``"dense"`` every eigenvalue (for spectra).
     """
     M = X.shape[0]
     Xf = X.reshape(M, -1).double().numpy()
@@ -172,7 +175,7 @@ def fit_operator(score: Callable, sde, X: torch.Tensor, cfg: FPConfig, n_keep: i
     t0 = time.perf_counter()
     B, a = drift_at(score, sde, X, t_star, cfg.convention)
     t1 = time.perf_counter()
-    eig = gedmd.fit(Xf, B, a, zeta, rtol=cfg.gram_rtol, regularisation=cfg.regularisation, n_keep=min(n_keep, M))
+    eig = gedmd.fit(Xf, B, a, zeta, rtol=cfg.gram_rtol, regularisation=cfg.regularisation, n_keep=min(n_keep, M), solver=solver)
     t2 = time.perf_counter()
     Y = sde.prior_sample((cfg.n_prior or M, Xf.shape[1]), generator=generator, dtype=torch.float64).numpy()
     log_s, proj = prior_log_mass(Xf, Y, zeta)

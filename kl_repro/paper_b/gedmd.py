@@ -18,6 +18,14 @@ Both are solved on the truncated eigenbasis of ``G0`` (Methods B.2): keep the ei
 ``G0`` with eigenvalue above ``rtol * max``, form ``A = S^-1/2 Q^T K Q S^-1/2`` and diagonalise it
 once (a standard, not a generalised, eigenproblem).  Right eigenvectors give Koopman vectors, left
 ones FP vectors, and they come biorthogonal: ``u_k^T G0 v_l = 0`` for ``k != l``.
+
+That dense solve costs about ``25 M^3`` flops (a minute or more at ``M = 5000``).  The sampler needs
+only the ``L`` leading pairs, and in image dimension ``G0`` is well conditioned (``cond(G0)`` is a
+few hundred in 784-d, so the truncation keeps all ``M`` directions): there :func:`solve` with
+``solver="iterative"`` (the default ``"auto"`` from ``M >= 1500`` on) computes just those, from the
+Cholesky factor of ``G0`` with Krylov and shift-and-invert iterations (:mod:`.gedmd_iterative`,
+``M^3 / 3`` to ``M^3`` flops), and falls back to the dense solve wherever the truncation would
+remove something.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ import scipy.linalg as sla
 import torch
 
 from kl_repro.core.config import ConfigError
-from kl_repro.paper_b.kernels import grad_x, gram, laplace_x, sqdist
+from kl_repro.paper_b import gedmd_iterative
+from kl_repro.paper_b.kernels import grad_x, gram, laplace_x
 
 __all__ = [
     "gram_generator",
@@ -42,7 +51,12 @@ __all__ = [
     "fit",
     "cluster_size",
     "spectrum_report",
+    "SOLVERS",
+    "AUTO_ITERATIVE_MIN_M",
 ]
+
+SOLVERS = ("auto", "iterative", "dense")
+AUTO_ITERATIVE_MIN_M = 1500  # solver="auto": the dense solve below this size (a few seconds at most; every eigenvalue)
 
 
 def _as_points(X, name: str = "X") -> np.ndarray:
@@ -82,13 +96,42 @@ def gram_generator(X, B, a, zeta: float) -> tuple[np.ndarray, np.ndarray]:
     if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != X.shape[0]) or np.any(a < 0) or not np.all(np.isfinite(a)):
         raise ConfigError(f"the diffusion factor a must be a finite scalar >= 0 or an (M,) array of them, got shape {a.shape}")
     M, d = X.shape
-    D = sqdist(X, X)
-    G0 = np.exp(-D / (2.0 * zeta * zeta))
+    G0, D = _gram_and_sqdist(X, zeta)
+    K = _drift_factor(X, B, zeta)
+    D /= zeta**4  # D becomes the diffusion factor a_i/2 (D / zeta^4 - d / zeta^2), in place
+    D -= d / zeta**2
+    D *= 0.5 * (a[:, None] if a.ndim == 1 else a)
+    K += D
+    del D
+    K *= G0
+    return G0, K
+
+
+def _gram_and_sqdist(X: np.ndarray, zeta: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(G0, D)``: ``D[i, j] = ||x_i - x_j||^2`` (clipped at 0) and ``G0 = exp(-D / (2 zeta^2))``, in place.
+
+    The operations of :func:`kernels.sqdist` and :func:`kernels.gram` in the same order, with two
+    ``(M, M)`` arrays instead of five temporaries (``M = 10,000``: 800 MB each); ``X X^T`` is one SYRK.
+    """
+    sq = np.einsum("ij,ij->i", X, X)
+    D = X @ X.T
+    D *= 2.0
+    np.subtract(sq[:, None], D, out=D)
+    D += sq[None, :]
+    np.maximum(D, 0.0, out=D)
+    G0 = np.negative(D)
+    G0 /= 2.0 * zeta * zeta
+    np.exp(G0, out=G0)
+    return G0, D
+
+
+def _drift_factor(X: np.ndarray, B: np.ndarray, zeta: float) -> np.ndarray:
+    """``F[i, j] = -b(x_i).(x_i - x_j) / zeta^2`` ``(M, M)``, from one GEMM ``P = B X^T``, in place."""
     P = B @ X.T  # P[i, j] = b(x_i) . x_j
-    drift = -(np.diag(P)[:, None] - P) / zeta**2
-    a_col = a[:, None] if a.ndim == 1 else a
-    diffusion = 0.5 * a_col * (D / zeta**4 - d / zeta**2)
-    return G0, (drift + diffusion) * G0
+    np.subtract(np.diag(P).copy()[:, None], P, out=P)
+    np.negative(P, out=P)
+    P /= zeta**2
+    return P
 
 
 def gram_generator_general(X, B, A, zeta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +193,8 @@ class GEDMD:
 
     Attributes:
         X: reference points ``(M, d)``; zeta: kernel bandwidth.
-        lam: all eigenvalues ``(n,)`` (complex).
+        lam: eigenvalues ``(n,)`` (complex): all ``r`` of them from the dense solver, the ``n_eig``
+            leading ones from the iterative solver (``info["solver"]`` says which ran).
         V: Koopman coefficient vectors ``(M, n_keep)``, ``psi_l(x) = sum_j V[j, l] k(x, x_j)``.
         U: Fokker-Planck vectors ``(M, n_keep)``, ``rho_l(x) ~ sum_m U[m, l] k(x_m, x)``.
         pairing: ``u_l^T G0 v_l / M ~ int rho_l psi_l`` ``(n_keep,)`` (Methods B.2).
@@ -198,6 +242,70 @@ def _sort(lam: np.ndarray) -> np.ndarray:
     return np.lexsort((-np.round(lam.imag, 12), -lam.real))
 
 
+def _solve_truncated_dense(G0: np.ndarray, K: np.ndarray, rtol: float, n_keep: int | None) -> tuple:
+    """The dense truncated solve: ``eigh`` of ``G0``, then one full ``eig`` of the projected ``A`` (Methods B.2)."""
+    Q, s, info = truncated_basis(G0, rtol)
+    isq = 1.0 / np.sqrt(s)
+    A = (Q.T @ K @ Q) * isq[:, None] * isq[None, :]
+    # Right eigenvectors R (A R = R diag(lam)); the left ones are the rows of R^-1 (A^T C' = C' diag(lam)),
+    # obtained for the kept modes from one LU of R: cheaper than LAPACK's left vectors, and exactly
+    # biorthonormal to the right ones.
+    lam_t, R_t = torch.linalg.eig(torch.from_numpy(A))
+    lam, R = lam_t.numpy(), R_t.numpy()
+    order = _sort(lam)
+    lam = lam[order]
+    keep = order[: (len(order) if n_keep is None else n_keep)]
+    Cp = sla.lu_solve(sla.lu_factor(R, check_finite=False), np.eye(len(order))[:, keep], trans=1, check_finite=False)
+    return lam, Q @ (isq[:, None] * R[:, keep]), Q @ (isq[:, None] * Cp), dict(info, solver="dense")
+
+
+def _solve_tikhonov(G0: np.ndarray, K: np.ndarray, tikhonov: float, n_keep: int | None) -> tuple:
+    if not tikhonov > 0:
+        raise ConfigError(f"tikhonov must be > 0, got {tikhonov}")
+    M = G0.shape[0]
+    reg = G0 + tikhonov * M * np.eye(M)
+    lam, V_raw = sla.eig(np.linalg.solve(reg, K), check_finite=False)
+    lam_u, U_raw = sla.eig(np.linalg.solve(reg, K.T), check_finite=False)
+    order, order_u = _sort(lam), _sort(lam_u)
+    lam = lam[order]
+    n = len(order) if n_keep is None else n_keep
+    return lam, V_raw[:, order[:n]], U_raw[:, order_u[:n]], {"M": M, "r": M, "cond_kept": float(np.linalg.cond(reg)), "solver": "dense"}
+
+
+def _solve_iterative(G0: np.ndarray, K: np.ndarray, rtol: float, n_keep: int, n_eig: int) -> tuple[tuple | None, str]:
+    """The ``n_eig`` leading eigenpairs by :mod:`.gedmd_iterative`, or ``(None, why)`` where the dense solve is needed.
+
+    That is where ``G0`` is not well conditioned (the truncation at ``rtol`` would remove directions, so
+    only the dense truncated solve gives its answer), where ``n_eig`` exceeds ``max(8, M / 10)`` (the
+    dense solve is then about as cheap), or where an iteration does not converge.
+    """
+    M = G0.shape[0]
+    if n_eig > max(8, M // 10):
+        return None, f"n_eig = {n_eig} > max(8, M / 10)"
+    R, rcond = gedmd_iterative.well_conditioned_factor(G0, rtol)
+    if R is None:
+        return None, f"G0 not well conditioned (1/cond ~ {rcond:.1e}, gram_rtol = {rtol:g}): the truncation is active"
+    try:
+        lam, V, U, it = gedmd_iterative.leading_eigenpairs(G0, K, R, n_eig)
+    except gedmd_iterative.NotConverged as err:
+        return None, f"not converged ({err})"
+    info = {"M": M, "r": M, "cond_kept": 1.0 / rcond, "cond_estimate": "1-norm (LAPACK dpocon)", **it}
+    return (lam, V[:, :n_keep], U[:, :n_keep], info), ""
+
+
+def _truncated(G0, K, rtol, n_keep, solver, n_eig) -> tuple:
+    """Dispatch of the truncated solve between :mod:`.gedmd_iterative` and the dense one (see :func:`solve`)."""
+    if solver not in SOLVERS:
+        raise ConfigError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    M = G0.shape[0]
+    iterate = solver == "iterative" or (solver == "auto" and M >= AUTO_ITERATIVE_MIN_M)
+    if not iterate or n_keep is None:
+        why = "every vector wanted (n_keep=None)" if iterate else ""
+        return _solve_truncated_dense(G0, K, rtol, n_keep) + (why,)
+    out, why = _solve_iterative(G0, K, rtol, n_keep, max(n_keep + 1, 6) if n_eig is None else max(n_eig, n_keep))
+    return (out if out is not None else _solve_truncated_dense(G0, K, rtol, n_keep)) + (why,)
+
+
 def solve(
     G0: np.ndarray,
     K: np.ndarray,
@@ -205,15 +313,25 @@ def solve(
     regularisation: Literal["truncated", "tikhonov"] = "truncated",
     tikhonov: float = 1e-6,
     n_keep: int | None = None,
+    solver: Literal["auto", "iterative", "dense"] = "auto",
+    n_eig: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
     """Koopman (``K v = lam G0 v``) and FP (``K^T u = lam G0 u``) eigenpairs (Methods B.2).
 
     ``regularisation="truncated"`` (recommended) projects onto the eigenbasis of ``G0`` above
-    ``rtol * max`` and diagonalises ``A = S^-1/2 Q^T K Q S^-1/2`` once: right eigenvectors ``c`` give
+    ``rtol * max`` and diagonalises ``A = S^-1/2 Q^T K Q S^-1/2``: right eigenvectors ``c`` give
     ``v = Q S^-1/2 c``, left eigenvectors ``c'`` (rows of the inverse eigenvector matrix) give
     ``u = Q S^-1/2 c'``.  ``"tikhonov"`` solves
     ``(G0 + tikhonov M I)^-1 K`` (and ``K^T``) directly: it fills the top of the spectrum with
     spurious near-zero eigenvalues (check T1, Methods B.5) and exists for that demonstration.
+
+    ``solver`` (truncated only): ``"dense"`` diagonalises ``A`` completely (about ``25 M^3`` flops, all
+    ``r`` eigenvalues).  ``"iterative"`` computes only the ``n_eig`` (default ``max(n_keep + 1, 6)``)
+    eigenvalues of largest real part by :mod:`.gedmd_iterative` when ``G0`` is well conditioned, so
+    that the truncation removes nothing and both solve the same problem; otherwise (or with
+    ``n_keep=None``, or ``n_eig > max(8, M / 10)``) it falls back to the dense solve.  ``"auto"``:
+    ``"iterative"`` from ``M >= AUTO_ITERATIVE_MIN_M`` on, ``"dense"`` below.  ``info["solver"]`` says
+    which ran, ``info["fallback"]`` why the dense one did where the iterative one was asked for.
 
     Returns ``(lam, V, U, pairing, info)`` with vectors for the ``n_keep`` slowest modes (all by default).
     """
@@ -223,32 +341,10 @@ def solve(
     if G0.shape != (M, M) or K.shape != (M, M):
         raise ConfigError(f"G0 and K must be square and of equal size, got {G0.shape} and {K.shape}")
     if regularisation == "truncated":
-        Q, s, info = truncated_basis(G0, rtol)
-        isq = 1.0 / np.sqrt(s)
-        A = (Q.T @ K @ Q) * isq[:, None] * isq[None, :]
-        # Right eigenvectors R (A R = R diag(lam)); the left ones are the rows of R^-1 (A^T C' = C' diag(lam)),
-        # obtained for the kept modes from one LU of R: cheaper than LAPACK's left vectors, and exactly
-        # biorthonormal to the right ones.
-        lam_t, R_t = torch.linalg.eig(torch.from_numpy(A))
-        lam, R = lam_t.numpy(), R_t.numpy()
-        order = _sort(lam)
-        lam = lam[order]
-        keep = order[: (len(order) if n_keep is None else n_keep)]
-        C = R[:, keep]
-        Cp = sla.lu_solve(sla.lu_factor(R, check_finite=False), np.eye(len(order))[:, keep], trans=1, check_finite=False)
-        V_raw = Q @ (isq[:, None] * C)
-        U_raw = Q @ (isq[:, None] * Cp)
+        lam, V_raw, U_raw, info, why = _truncated(G0, K, rtol, n_keep, solver, n_eig)
+        info = dict(info, fallback=why) if why else info
     elif regularisation == "tikhonov":
-        if not tikhonov > 0:
-            raise ConfigError(f"tikhonov must be > 0, got {tikhonov}")
-        reg = G0 + tikhonov * M * np.eye(M)
-        lam, V_raw = sla.eig(np.linalg.solve(reg, K), check_finite=False)
-        lam_u, U_raw = sla.eig(np.linalg.solve(reg, K.T), check_finite=False)
-        order, order_u = _sort(lam), _sort(lam_u)
-        lam = lam[order]
-        n = len(order) if n_keep is None else n_keep
-        V_raw, U_raw = V_raw[:, order[:n]], U_raw[:, order_u[:n]]
-        info = {"M": M, "r": M, "cond_kept": float(np.linalg.cond(reg))}
+        lam, V_raw, U_raw, info = _solve_tikhonov(G0, K, tikhonov, n_keep)
     else:
         raise ConfigError(f"regularisation must be 'truncated' or 'tikhonov', got {regularisation!r}")
     U = _phase_fix(U_raw, None)
@@ -258,11 +354,12 @@ def solve(
     return lam, V, U, pairing, info
 
 
-def fit(X, B, a, zeta: float, rtol: float = 1e-10, regularisation: str = "truncated", n_keep: int | None = None) -> GEDMD:
-    """Build ``(G0, K)`` for drift ``B = b(X)`` and diffusion ``a``, then :func:`solve`; returns :class:`GEDMD`."""
+def fit(X, B, a, zeta: float, rtol: float = 1e-10, regularisation: str = "truncated", n_keep: int | None = None,
+        solver: str = "auto", n_eig: int | None = None) -> GEDMD:
+    """Build ``(G0, K)`` for drift ``B = b(X)`` and diffusion ``a``, then :func:`solve` (``solver``, ``n_eig``: there); returns :class:`GEDMD`."""
     X = _as_points(X)
     G0, K = gram_generator(X, B, a, zeta)
-    lam, V, U, pairing, info = solve(G0, K, rtol=rtol, regularisation=regularisation, n_keep=n_keep)
+    lam, V, U, pairing, info = solve(G0, K, rtol=rtol, regularisation=regularisation, n_keep=n_keep, solver=solver, n_eig=n_eig)
     return GEDMD(X=X, zeta=float(zeta), lam=lam, V=V, U=U, pairing=pairing, info=info)
 
 
@@ -295,5 +392,5 @@ def spectrum_report(lam: np.ndarray, info: dict | None = None, top: int = 6) -> 
         "n_eigenvalues": int(lam.size),
     }
     if info:
-        out.update({k: info[k] for k in ("M", "r", "cond_kept", "regularisation") if k in info})
+        out.update({k: info[k] for k in ("M", "r", "cond_kept", "regularisation", "solver") if k in info})
     return out

@@ -132,7 +132,7 @@ def mixture_spectra(sigma_stars=(0.1, 0.3, 1.0, 1.5), M: int = 1000, zeta: float
 def _image_row(score, sde, x, t_star: float, M: int, seed: int, n_show: int) -> dict:
     cfg = fp_preset("paper", M=M, t_star=t_star, bandwidth="median", seed=seed)
     X, _, g = group_references(x, sde, cfg)
-    eig, _, rep = fit_operator(score, sde, X, cfg, 2, g)
+    eig, _, rep = fit_operator(score, sde, X, cfg, 2, g, solver="dense")  # the whole spectrum: counts and clusters
     lam = eig.lam[:n_show]
     return {"t_star": t_star, "sigma_t": float(sde.sigma(t_star)), "a": rep["a"], "zeta": rep["zeta"], "r": rep["r"],
             "cond": rep["cond_kept"], "lam": lam, "laplacian_shift": rep["laplacian_shift"],
