@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kl_repro.core.config import ConfigError, from_dict, to_dict
-from kl_repro.data import DataConfig, load_images
+from kl_repro.data import DataConfig, derive_seed, load_images
 from kl_repro.paper_a.losses import DiffusionConfig, eps_predictor, make_grid
 from kl_repro.nets import NetConfig
 from kl_repro.chapters.train_page import TrainPageConfig
@@ -47,6 +47,16 @@ def assert_same_weights(a, b):
     assert a["step"] == b["step"]
 
 
+def assert_same_rng(a, b):
+    """The global RNG states stored in two checkpoints (torch, numpy, Python) are equal."""
+    ra, rb = a["rng"], b["rng"]
+    assert torch.equal(ra["torch"], rb["torch"]), "torch RNG state differs"
+    assert torch.equal(ra["numpy"]["keys"], rb["numpy"]["keys"]), "numpy RNG state differs"
+    assert (ra["numpy"]["pos"], ra["numpy"]["has_gauss"], ra["numpy"]["cached"]) == \
+        (rb["numpy"]["pos"], rb["numpy"]["has_gauss"], rb["numpy"]["cached"])
+    assert tuple(ra["python"][1]) == tuple(rb["python"][1]) and ra["python"][2] == rb["python"][2], "Python RNG state differs"
+
+
 class Interrupt(Exception):
     pass
 
@@ -74,6 +84,7 @@ def test_kill_after_step_n_and_restart_is_bit_identical(reference_run, tmp_path)
     run = train(cfg, tmp_path, progress=False)  # resumes from step 3
     assert run.finished and run.info()["resumed_from_step"] == 3
     assert_same_weights(final_state(run), final_state(reference_run))
+    assert_same_rng(final_state(run), final_state(reference_run))
     rows, ref_rows = run.metrics(), reference_run.metrics()
     assert [r["step"] for r in rows] == list(range(1, 9))  # the lines of steps 4-5 from before the kill were dropped
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
@@ -102,6 +113,7 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous(reference_run, tmp
     assert (folder / "checkpoints" / "step-00000008.pt.bad").exists()
     assert run.info()["resumed_from_step"] == 6
     assert_same_weights(final_state(run), final_state(reference_run))
+    assert_same_rng(final_state(run), final_state(reference_run))
 
 
 def test_altered_or_foreign_checkpoints_are_detected(reference_run, tmp_path):
@@ -430,6 +442,11 @@ def test_sigkill_after_step_n_and_restart_is_bit_identical(reference_run, tmp_pa
     assert run.info()["resumed_from_step"] == 3
     assert_same_weights(final_state(run), final_state(reference_run))
     assert [r["loss"] for r in run.metrics()] == [r["loss"] for r in reference_run.metrics()]
+    # The killed process, the resumed one and the reference (this process) each started with other
+    # global RNG states; the stored ones agree because every micro-batch reseeds them from (seed, step, m).
+    assert_same_rng(final_state(run), final_state(reference_run))
+    np.random.seed(derive_seed(0, 8, "global", 0) % 2**32)  # step 8, micro-batch 0; training draws no numpy numbers
+    assert torch.equal(final_state(run)["rng"]["numpy"]["keys"], torch.from_numpy(np.random.get_state()[1].astype(np.int64)))
 
 
 def test_toy2d_runs_end_to_end(tmp_path):

@@ -21,7 +21,7 @@ import torch
 from kl_repro.core import store
 
 __all__ = ["CKPT_FORMAT", "CheckpointError", "sidecar", "save_checkpoint", "verify_checkpoint", "quarantine",
-           "rng_state", "set_rng_state"]
+           "seed_global_rngs", "rng_state", "set_rng_state"]
 
 CKPT_FORMAT = 1
 
@@ -89,12 +89,26 @@ def quarantine(path: Path) -> Path:
     return bad
 
 
+def seed_global_rngs(seed: int) -> None:
+    """Seed every global generator (torch CPU and CUDA, numpy, Python's ``random``) from one 63-bit ``seed``.
+
+    The training loop calls it before each micro-batch with a seed derived from ``(run seed, step,
+    micro-batch)``, so the global states are a function of the step: equal in a resumed and an
+    uninterrupted run, and equal whichever process of a data-parallel launch draws the micro-batch.
+    """
+    torch.manual_seed(seed)  # seeds every CUDA device too
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def rng_state() -> dict[str, Any]:
     """The torch, CUDA, numpy and Python global RNG states, as types ``torch.load(weights_only=True)`` accepts.
 
-    Training draws nothing from these global generators except torch's, which it reseeds every step;
-    they are saved so that code run by hooks sees the same state after a resume.  :func:`set_rng_state`
-    restores each exactly (numpy's 624 MT19937 words round-trip through int64).
+    Training draws from no global generator but torch's (dropout), and :func:`seed_global_rngs` reseeds
+    them all before every micro-batch, so the state stored at step ``n`` is the same in every run of the
+    config, interrupted or not.  It is restored on resume (:func:`set_rng_state`, exactly: numpy's 624
+    MT19937 words round-trip through int64), so a resumed process holds the states an uninterrupted
+    one held after that step.
     """
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {

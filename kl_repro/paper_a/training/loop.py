@@ -1,16 +1,21 @@
 """The training loop of paper A (Algorithm 1; losses of Methods A.2 and A.5) on ``accelerate``.
 
 One optimiser step takes ``B`` images (split into ``grad_accum`` micro-batches and over processes
-under ``accelerate launch``), evaluates the configured loss (baseline (7), KL (19), partial (20) or
+under ``torchrun`` / ``accelerate launch``), evaluates the configured loss (baseline (7), KL (19), partial (20) or
 KL* (25)), clips the gradient norm, steps AdamW and updates the EMA (``ema_pytorch``, lucidrains'
 Trainer settings).  Mixed precision (:mod:`~kl_repro.paper_a.training.precision`): ``auto`` is fp16 AMP
 on CUDA as in the paper and none on CPU; ``fp16`` runs the same AMP code on CPU too (autocast, loss
 scaling, a step skipped on gradient overflow, the scaler's state checkpointed); bf16 on request.
 
 Every random choice of step ``n`` (batch indices, flips, time indices, noise, subsets) comes from
-generators seeded by ``(seed, n)``, so a resumed run is bit-identical on CPU to an uninterrupted one;
-the global RNG states are checkpointed and restored as well.  A run is stopped by a non-finite loss
-with a message naming the step; the last good checkpoint stays.
+generators seeded by ``(seed, n)`` and, per micro-batch, by its index ``m`` within the step, so a
+resumed run is bit-identical on CPU to an uninterrupted one; the global generators are reseeded from
+``(seed, n, m)`` too, and their states checkpointed and restored.  Data parallel: process ``r`` of
+``P`` takes micro-batches ``m = r * grad_accum + j`` of the same step, so ``P`` processes with
+``grad_accum = a`` draw exactly the images and noise of one process with ``grad_accum = P a``; only
+rank 0 writes (config, checkpoints, metrics, samples, ``finished.json``) and holds the run's lock,
+and every process dies with its launcher.  A run is stopped by a non-finite loss with a message
+naming the step; the last good checkpoint stays.
 
 :func:`train` trains or reuses the run of a :class:`~kl_repro.paper_a.training.config.RunConfig`;
 :func:`train_from_params` does so for the flat parameters of notebook 03 under a profile.
@@ -19,8 +24,6 @@ with a message naming the step; the last good checkpoint stays.
 from __future__ import annotations
 
 import datetime as _dt
-import io
-import json
 import logging
 import os
 import resource
@@ -35,23 +38,22 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
 from ema_pytorch import EMA
-from PIL import Image
 from tqdm import tqdm
 
 from kl_repro.core import store
 from kl_repro.core.config import require
-from kl_repro.core.plotting import image_grid
 from kl_repro.core.profiles import Profile
 from kl_repro.data import data_shape, derive_seed, generator, load_dataset
 from kl_repro.nets import count_parameters
 from kl_repro.paper_a.ddim import ddim_sample
 from kl_repro.paper_a.losses import build_loss
-from kl_repro.paper_a.training.checkpoint import CKPT_FORMAT, rng_state, save_checkpoint, set_rng_state
+from kl_repro.paper_a.training.checkpoint import CKPT_FORMAT, rng_state, save_checkpoint, seed_global_rngs, set_rng_state
 from kl_repro.paper_a.training.config import RunConfig, TrainConfig, run_config_from_params
 from kl_repro.paper_a.training.precision import Fp16Amp, NoAmp, accelerate_precision, amp_for, resolve_mixed_precision
-from kl_repro.paper_a.training.run import Run, build_model, init_from_baseline, runs_dir
+from kl_repro.paper_a.training.run import MetricsLog, Run, build_model, init_from_baseline, runs_dir
 
-__all__ = ["train", "train_from_params", "TrainingDiverged", "resolve_mixed_precision", "batch_indices", "Hook"]
+__all__ = ["train", "train_from_params", "TrainingDiverged", "resolve_mixed_precision", "batch_indices", "Hook",
+           "process_state"]
 
 log = logging.getLogger("kl_repro")
 Hook = Callable[[int, torch.nn.Module, Run], "dict | None"]
@@ -61,12 +63,26 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the checkpoint kept."""
 
 
+def _cpu(tcfg: TrainConfig) -> bool:
+    """THE device switch given to ``accelerate``: ``device = "cpu"``, or no accelerator on this machine.
+
+    Without an accelerator ``accelerate``'s default (``cpu=False``) would start no process group, so
+    each process of a ``torchrun`` launch would train alone; ``cpu=True`` joins them over gloo.
+    """
+    return tcfg.device == "cpu" or not torch.accelerator.is_available()
+
+
+def process_state(tcfg: TrainConfig) -> PartialState:
+    """The processes of this launch (one, or those of ``torchrun`` / ``accelerate launch``) for a run's training."""
+    return PartialState(cpu=_cpu(tcfg))
+
+
 def _accelerator(tcfg: TrainConfig) -> tuple[Accelerator, str]:
     """An ``accelerate.Accelerator`` for this run, and the resolved mixed precision (fp16 is driven by :class:`Fp16Amp`)."""
-    cpu = tcfg.device == "cpu"
+    cpu = _cpu(tcfg)
     device_type = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
     mp = resolve_mixed_precision(tcfg.mixed_precision, device_type)
-    if PartialState(cpu=cpu).num_processes == 1:
+    if process_state(tcfg).num_processes == 1:
         # Single process: forget the settings of an earlier run in this interpreter (notebooks, tests).
         AcceleratorState._reset_state()
         GradientState._reset_state()
@@ -96,35 +112,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
-def _save_grid(run: Run, step: int, samples: torch.Tensor) -> Path:
-    """A sample grid as PNG (images) or a tensor file (2-D points) under ``samples/``."""
-    folder = run.dir / "samples"
-    if samples.ndim == 4:
-        g = image_grid(samples)
-        buf = io.BytesIO()
-        Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g).save(buf, format="PNG")
-        return store.atomic_write_bytes(folder / f"step-{step:08d}.png", buf.getvalue())
-    path = folder / f"step-{step:08d}.pt"
-    store.atomic_torch_save(samples, path)
-    return path
-
-
-class _MetricsLog:
-    """Appends JSON lines to ``metrics.jsonl`` (flushed each line; a torn last line is ignored on read)."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.f = open(path, "a", encoding="utf-8") if enabled else None
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.f:
-            self.f.write(json.dumps(row, sort_keys=True) + "\n")
-            self.f.flush()
-
-    def close(self) -> None:
-        if self.f:
-            self.f.close()
-
-
 def train(cfg: RunConfig, runs_dir: str | os.PathLike, hooks: Iterable[Hook] = (), progress: bool = True,
           lock: bool = True) -> Run:
     """Train the run of ``cfg`` under ``runs_dir``, or return it if it already finished.
@@ -132,19 +119,24 @@ def train(cfg: RunConfig, runs_dir: str | os.PathLike, hooks: Iterable[Hook] = (
     An interrupted run resumes from its newest good checkpoint.  ``hooks``: callables
     ``hook(step, model_ema, run) -> dict | None`` called every ``eval_every`` steps and at the end;
     their dicts are logged to ``metrics.jsonl`` (``"kind": "eval"``) with the step.  The run folder's
-    lock is taken (``store.LockBusy`` if another process holds it) unless ``lock=False``: the caller
-    holds it already (the scheduler's worker, which waits for it).
+    lock is taken by rank 0 (``store.LockBusy`` if another process holds it) unless ``lock=False``: the
+    caller holds it already (the scheduler's worker, which waits for it).  Under several processes
+    every rank calls this; rank 0 creates the folder and decides, holding the lock, whether to train.
     """
     if cfg.init_from is not None:  # a missing or unfinished base run is bad input: refuse before creating anything
         base = Run.open(cfg.init_from)
         require(base.finished and base.config.diffusion.model == "baseline",
                 f"init_from must be a finished baseline run; {base.dir} is {'finished' if base.finished else 'unfinished'} "
                 f"and trains {base.config.diffusion.model!r}")
-    run = Run.create(cfg, runs_dir)
+    state = process_state(cfg.train)
+    if state.num_processes > 1:
+        store.die_with_parent()  # a killed launcher (even kill -9) takes its processes with it: no orphan holds the lock
+    with state.main_process_first():  # rank 0 writes config.json; the others read it
+        run = Run.create(cfg, runs_dir)
     if run.finished:
         return run
-    main = PartialState(cpu=cfg.train.device == "cpu").is_main_process  # under `accelerate launch`, rank 0 holds the lock
-    with store.FolderLock(run.dir) if main and lock else nullcontext():
+    with store.FolderLock(run.dir) if state.is_main_process and lock else nullcontext():
+        state.wait_for_everyone()  # every rank reads the status once rank 0 holds the lock
         if run.finished:
             return run
         _train(run, list(hooks), progress)
@@ -266,7 +258,6 @@ def _step(s: _Session, step: int) -> tuple[float, float, bool]:
     P, rank, N = acc.num_processes, acc.process_index, len(s.dataset)
     per_proc, micro = tc.B // P, tc.B // (P * tc.grad_accum)
     noise_device = device if device.type == "cuda" else "cpu"
-    torch.manual_seed(derive_seed(tc.seed, step, "global"))  # dropout and anything else using the global RNG
     idx = batch_indices(step, tc.B, N, tc.seed)
     flips = torch.rand(tc.B, generator=generator(tc.seed, step, "flip")) < 0.5
     idx, flips = idx[rank * per_proc:(rank + 1) * per_proc], flips[rank * per_proc:(rank + 1) * per_proc]
@@ -274,7 +265,9 @@ def _step(s: _Session, step: int) -> tuple[float, float, bool]:
     total = 0.0
     for j in range(tc.grad_accum):
         x0 = s.dataset.batch(idx[j * micro:(j + 1) * micro], flips[j * micro:(j + 1) * micro]).to(device)
-        g = generator(tc.seed, step, rank, j, device=noise_device)
+        m = rank * tc.grad_accum + j  # the micro-batch's index within the step, whichever process draws it
+        seed_global_rngs(derive_seed(tc.seed, step, "global", m))  # dropout and anything else using a global RNG
+        g = generator(tc.seed, step, 0, m, device=noise_device)  # the 0 keeps one process's draws as they were
         with nullcontext() if j == tc.grad_accum - 1 else acc.no_sync(s.model):
             loss, _ = s.loss_fn(s.model, x0, g)
             value = float(loss.detach())
@@ -294,7 +287,7 @@ def _step(s: _Session, step: int) -> tuple[float, float, bool]:
     return total, grad_norm, skipped
 
 
-def _timed_step(s: _Session, step: int, metrics: _MetricsLog) -> dict[str, Any]:
+def _timed_step(s: _Session, step: int, metrics: MetricsLog) -> dict[str, Any]:
     """:func:`_step` timed (synchronised on CUDA) and logged as a ``train`` line of ``metrics.jsonl``; returns the line."""
     tc, device = s.run.config.train, s.device
     if device.type == "cuda":
@@ -327,15 +320,15 @@ def _checkpoint(s: _Session, step: int) -> None:
     s.run.prune_checkpoints(s.run.config.train.keep_checkpoints)
 
 
-def _sample_grid(s: _Session, step: int, metrics: _MetricsLog) -> None:
+def _sample_grid(s: _Session, step: int, metrics: MetricsLog) -> None:
     """A DDIM grid of the EMA model (seeded by the run's seed only), saved under ``samples/`` and logged."""
     cfg, tc = s.run.config, s.run.config.train
     samples = ddim_sample(s.ema.ema_model, cfg.diffusion, cfg.sampler, tc.n_grid_samples, derive_seed(tc.seed, "grid"),
                           tc.n_grid_samples, data_shape(cfg.data), device=s.device)
-    metrics.write({"kind": "samples", "step": step, "path": str(_save_grid(s.run, step, samples).relative_to(s.run.dir))})
+    metrics.write({"kind": "samples", "step": step, "path": str(s.run.save_samples(step, samples).relative_to(s.run.dir))})
 
 
-def _run_hooks(s: _Session, step: int, hooks: list[Hook], metrics: _MetricsLog) -> None:
+def _run_hooks(s: _Session, step: int, hooks: list[Hook], metrics: MetricsLog) -> None:
     """Call every hook on the EMA model (in eval mode) and log what it returns as ``eval`` lines."""
     for hook in hooks:
         s.ema.ema_model.eval()
@@ -344,7 +337,7 @@ def _run_hooks(s: _Session, step: int, hooks: list[Hook], metrics: _MetricsLog) 
             metrics.write({"kind": "eval", "step": step, "hook": getattr(hook, "__name__", type(hook).__name__), **out})
 
 
-def _after_step(s: _Session, step: int, hooks: list[Hook], metrics: _MetricsLog) -> None:
+def _after_step(s: _Session, step: int, hooks: list[Hook], metrics: MetricsLog) -> None:
     """Rank 0's work after ``step``: checkpoint, sample grid and hooks, each on its schedule and at the last step."""
     tc = s.run.config.train
     last = step == tc.steps
@@ -367,7 +360,7 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
     if s.main:
         _write_run_info(s)
     tc = run.config.train
-    metrics = _MetricsLog(run.metrics_path, s.main)
+    metrics = MetricsLog(run.metrics_path, s.main)
     bar = tqdm(total=tc.steps, initial=s.start, desc=run.name, disable=not (progress and s.main), dynamic_ncols=True)
     try:
         for step in range(s.start + 1, tc.steps + 1):
@@ -382,3 +375,4 @@ def _train(run: Run, hooks: list[Hook], progress: bool) -> None:
     if s.main:
         store.atomic_write_json(run.dir / "finished.json", {
             "step": tc.steps, "opt_time_s": s.opt_time, "finished": _dt.datetime.now().isoformat(timespec="seconds")})
+    s.accelerator.wait_for_everyone()  # no rank returns before the run is finished on disk

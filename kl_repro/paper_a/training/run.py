@@ -11,22 +11,26 @@ A run is named by its configuration (:func:`~kl_repro.paper_a.training.config.ru
     finished.json            written when the last step is done
 
 Checkpoints (:mod:`kl_repro.paper_a.training.checkpoint`) are verified on load; a bad one is reported
-with its path, moved aside (``*.bad``, by the training process) and the previous good one used.
+with its path, moved aside (``*.bad``, by the training process) and the previous good one used.  Under
+several processes only rank 0 writes into the folder (:class:`MetricsLog` is disabled elsewhere).
 Fine-tuning from a baseline run (Paper A, Sec. 6.6; Methods A.7) is set up by :func:`init_from_baseline`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from kl_repro.core import store
 from kl_repro.core.config import ConfigError, from_dict, require, to_dict
+from kl_repro.core.plotting import image_grid
 from kl_repro.core.profiles import Profile
 from kl_repro.data import data_shape
 from kl_repro.nets import build_net
@@ -36,7 +40,7 @@ from kl_repro.paper_a.training.checkpoint import CheckpointError, sidecar, verif
 from kl_repro.paper_a.training.checkpoint import quarantine as move_aside
 from kl_repro.paper_a.training.config import RunConfig, run_hash, run_name
 
-__all__ = ["Run", "runs_dir", "build_model", "FinetuneHead", "init_from_baseline"]
+__all__ = ["Run", "MetricsLog", "runs_dir", "build_model", "FinetuneHead", "init_from_baseline"]
 
 log = logging.getLogger("kl_repro")
 
@@ -138,6 +142,25 @@ def _ema_state(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # --- the run folder -------------------------------------------------------------------------------
+
+class MetricsLog:
+    """Appends JSON lines to ``metrics.jsonl`` (flushed each line; a torn last line is ignored on read).
+
+    ``enabled=False`` (every process of a data-parallel launch but rank 0) opens nothing and writes nothing.
+    """
+
+    def __init__(self, path: Path, enabled: bool):
+        self.f = open(path, "a", encoding="utf-8") if enabled else None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.f:
+            self.f.write(json.dumps(row, sort_keys=True) + "\n")
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.f:
+            self.f.close()
+
 
 class Run:
     """A run folder: its config, metrics, checkpoints and the trained model."""
@@ -253,6 +276,18 @@ class Run:
         if stale:
             log.info("removed %d stale file(s) of an interrupted write in %s", len(stale), self.dir)
         return stale
+
+    def save_samples(self, step: int, samples: torch.Tensor) -> Path:
+        """A sample grid as PNG (images) or a tensor file (2-D points): ``samples/step-NNNNNNNN.png`` or ``.pt``."""
+        folder = self.dir / "samples"
+        if samples.ndim == 4:
+            g = image_grid(samples)
+            buf = io.BytesIO()
+            Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g).save(buf, format="PNG")
+            return store.atomic_write_bytes(folder / f"step-{step:08d}.png", buf.getvalue())
+        path = folder / f"step-{step:08d}.pt"
+        store.atomic_torch_save(samples, path)
+        return path
 
     def load_model(self, ema: bool = True) -> nn.Module:
         """The model of the newest good checkpoint (EMA weights by default), on CPU in eval mode."""
