@@ -1,7 +1,7 @@
 # kl-repro: two commands do everything.
 #   make test                      set up .venv (first time) and run the test suite
 #   make reproduce [PROFILE=cpu]   set up, execute every notebook for PROFILE, build the HTML book
-# Profiles: smoke | cpu (default) | mnist | paper.  See README.md.
+# Profiles: smoke | cpu (default) | mnist | gpu | paper.  See README.md.
 
 PYTHON  ?= python3.11
 VENV    ?= .venv
@@ -9,10 +9,10 @@ PROFILE ?= cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: test reproduce book bench venv clean help
+.PHONY: test reproduce book bench gpu-check venv clean help
 
 help:
-	@echo "make test | make reproduce [PROFILE=smoke|cpu|mnist|paper] | make book | make bench | make clean"
+	@echo "make test | make reproduce [PROFILE=smoke|cpu|mnist|gpu|paper] | make book | make bench | make gpu-check | make clean"
 
 # The virtualenv is rebuilt when the pinned requirements or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -37,6 +37,10 @@ book: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The GPU paths in one JSON summary (minutes on one GPU); without CUDA it says what it could not check.
+gpu-check: $(STAMP)
+	$(PY) -m bench.gpu_check
 
 clean:
 	rm -rf book/_build book/executed results/smoke

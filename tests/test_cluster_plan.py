@@ -63,7 +63,7 @@ echo "$KL_REPRO_RESULTS $*" >> "$FAKE_LOG/worker.log"
 
 def test_slurm_script_submits_one_array_per_wave_and_each_task_reads_its_run(tmp_path, monkeypatch):
     """The script (run with a stand-in sbatch) writes the run lists, submits array 2 with --dependency=afterok on
-    array 1, and array task i runs `worker --run <line i+1>` against the shared results folder."""
+    array 1, and array task i runs `worker --key <line i+1>` against the shared results folder."""
     results, bin_dir = tmp_path / "results", tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("sbatch", FAKE_SBATCH), ("fake-kl-repro", FAKE_WORKER)):
@@ -80,7 +80,7 @@ def test_slurm_script_submits_one_array_per_wave_and_each_task_reads_its_run(tmp
     assert len(calls) == 2 and "--array=0-1" in calls[0] and "--dependency" not in calls[0]
     assert "--dependency=afterok:1001 " in calls[1] and "--array=0-0" in calls[1] and "--time=1:00:00" in calls[0]
     launched = sorted((tmp_path / "worker.log").read_text().splitlines())
-    assert launched == sorted(f"{results.resolve()} worker --profile smoke --run {k}" for k in KEYS for _ in range(2))
+    assert launched == sorted(f"{results.resolve()} worker --profile smoke --key {k}" for k in KEYS for _ in range(2))
     assert (results / "smoke" / "slurm" / "wave2.txt").read_text() == KEYS[2] + "\n"
 
 

@@ -52,7 +52,7 @@ def test_round_trip_and_hash():
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"n_grid": -5}, {"n_grid": "2000"}, {"d_values": [0, 2]}, {"profile": "gpu"}, {"n_eig": 0}, {"ou_theta": -1.0},
+    {"n_grid": -5}, {"n_grid": "2000"}, {"d_values": [0, 2]}, {"profile": "tpu"}, {"n_eig": 0}, {"ou_theta": -1.0},
 ])
 def test_kl_chapter_parameters_are_validated(kwargs):
     with pytest.raises(ConfigError):
@@ -71,7 +71,7 @@ def test_every_profile_builds_the_notebook_configs():
         assert prof["name"] == name and prof["description"]
         KLExpansionConfig(**prof.notebook_parameters("01_kl_expansion"))
         SmoothnessConfig(**prof.notebook_parameters("02_path_smoothness"))
-    with pytest.raises(ConfigError, match="choose one of: smoke, cpu, mnist, paper"):
+    with pytest.raises(ConfigError, match="choose one of: smoke, cpu, mnist, gpu, paper"):
         load_profile("laptop")
 
 

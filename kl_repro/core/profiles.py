@@ -1,4 +1,4 @@
-"""Reproduction profiles: ``smoke``, ``cpu``, ``mnist`` and ``paper``.
+"""Reproduction profiles: ``smoke``, ``cpu``, ``mnist``, ``gpu`` and ``paper``.
 
 A profile is data, one TOML file per profile in ``kl_repro/profiles/``: the parameters each
 notebook is executed with (``[notebooks.<name>]``) and, for the results chapters, paper A's run
@@ -13,6 +13,7 @@ takes that object.
 * ``cpu``: the default; embedded data (``digits``, ``toy2d``), every table and figure at
   reduced scale, within an hour on a 2-core CPU.
 * ``mnist``: real MNIST (``KL_REPRO_DATA``) at a scale a 2-core CPU finishes in hours.
+* ``gpu``: paper A's headline claims at the paper's network on one GPU within about a day.
 * ``paper``: the papers' settings, for a GPU machine.
 """
 
@@ -30,7 +31,7 @@ from kl_repro.core.config import ConfigError
 
 __all__ = ["PROFILES", "DEFAULT_PROFILE", "Profile", "load_profile", "as_profile"]
 
-PROFILES: tuple[str, ...] = ("smoke", "cpu", "mnist", "paper")
+PROFILES: tuple[str, ...] = ("smoke", "cpu", "mnist", "gpu", "paper")
 DEFAULT_PROFILE = "cpu"
 
 

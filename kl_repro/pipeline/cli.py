@@ -24,12 +24,12 @@ from kl_repro.core.profiles import DEFAULT_PROFILE, PROFILES, Profile, load_prof
 from kl_repro.evaluation.evaluate import EvalConfig, default_extractor
 from kl_repro.evaluation.reference import ReferenceConfig, reference_stats
 from kl_repro.paper_a.evaluate import evaluate_run
-from kl_repro.paper_a.matrix import plan_table
 from kl_repro.paper_a.training.loop import train
 from kl_repro.paper_a.training.config import load_run_config
 from kl_repro.paper_a.training.run import Run, runs_dir as profile_runs_dir
 from kl_repro.pipeline.book import build_book
 from kl_repro.pipeline.notebooks import repo_root
+from kl_repro.pipeline.plan import format_plan
 from kl_repro.pipeline.reproduce import reproduce
 from kl_repro.pipeline.scheduler import pending_runs, slurm_script, worker, worker_commands
 
@@ -127,23 +127,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print a profile's paper-A runs: status (train, resume, evaluate, finished) and estimated time left.
+    """Print a profile's paper-A runs: status, training and evaluation time left, the total and the source of each estimate.
 
-    ``--format commands``: one self-contained ``kl-repro worker`` command per pending run; ``--format slurm``:
-    a script submitting them as SLURM job arrays (``pipeline.scheduler``; README, "On a cluster").
+    Estimates come from a run's own measured steps, ``make gpu-check``'s measurement, the profile's cost
+    model or its ``est_s_per_step`` (``pipeline.plan``).  ``--format commands``: one self-contained
+    ``kl-repro worker`` command per pending run; ``--format slurm``: a script submitting them as SLURM job
+    arrays (``pipeline.scheduler``; README, "On a cluster").
     """
     if args.format != "table":
         runs = pending_runs(args.profile, args.only or ())
         print((worker_commands if args.format == "commands" else slurm_script)(args.profile, runs), end="")
         return 0
-    rows, per_artefact = plan_table(args.profile)
-    for r in rows:
-        h = "?" if r["hours_left"] is None else f"{r['hours_left']:.2f} h"
-        print(f"{r['status']:9s} {r['run']:36s} {r['label']:18s} {r['steps']:>7d} steps  {h:>9s}")
-    total = sum(r["hours_left"] or 0 for r in rows)
-    print(f"\ntotal training time left: {total:.1f} h (one worker); per table/figure (runs may be shared):")
-    for a, h in sorted(per_artefact.items()):
-        print(f"  {a:16s} {h:8.1f} h")
+    print(format_plan(args.profile))
     return 0
 
 
@@ -190,7 +185,7 @@ def _pipeline_commands(sub) -> None:
     s.add_argument("--no-train", action="store_true", help="skip the training stage (notebooks reuse stored runs)")
     s.set_defaults(func=cmd_reproduce)
 
-    s = sub.add_parser("plan", help="list a profile's training runs, their status and the time they need")
+    s = sub.add_parser("plan", help="list a profile's training runs, their status and the time they need, with its sources")
     _add_profile(s)
     s.add_argument("--format", choices=("table", "commands", "slurm"), default="table",
                    help="table (default); commands: one shell command per pending run, for any cluster scheduler; "
@@ -201,9 +196,10 @@ def _pipeline_commands(sub) -> None:
 
     s = sub.add_parser("worker", help="train and evaluate one planned run (RUN from `kl-repro plan`)",
                        description="The same work `make reproduce` gives a worker process. Multi-GPU, one run: "
-                       "accelerate launch --num_processes 8 -m kl_repro.pipeline.cli worker --profile paper --run mnist/kl8-b16@s0")
+                       "torchrun --nproc_per_node 8 -m kl_repro.pipeline.cli worker --profile paper --key mnist/kl8-b16@s0 "
+                       "(the option is --key, not --run: torchrun would read --run as its own --run-path)")
     _add_profile(s)
-    s.add_argument("--run", required=True, metavar="RUN", help="a run key, e.g. digits/kl8-b16@s0")
+    s.add_argument("--key", "--run", dest="run", required=True, metavar="KEY", help="a run key, e.g. digits/kl8-b16@s0")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("book", help="rebuild the HTML book from stored results (no execution)")

@@ -4,7 +4,7 @@
 known), then trains the runs in worker processes (one thread each; a fine-tuning run after the run it
 starts from) with one progress line across runs and a log per run (``<run>/train.log``), and returns
 the failures.  :func:`worker` is the body of one worker: train one planned run with its hooks, then
-its final evaluation; ``kl-repro worker --profile P --run KEY`` runs it directly (e.g. under
+its final evaluation; ``kl-repro worker --profile P --key KEY`` runs it directly (e.g. under
 ``accelerate launch`` on several GPUs).
 
 More than one machine: :func:`worker_commands` and :func:`slurm_script` (``kl-repro plan --format
@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from accelerate import PartialState
-
 from kl_repro.core import store
 from kl_repro.core.config import require
 from kl_repro.core.store import LockBusy
@@ -39,7 +37,8 @@ from kl_repro.core.profiles import Profile
 from kl_repro.data import DataConfig, data_root
 from kl_repro.paper_a.matrix import PlannedRun, load_matrix, planned_runs
 from kl_repro.paper_a.run_hooks import eval_hooks, final_evaluation, step0_evaluation
-from kl_repro.paper_a.training.loop import train
+from kl_repro.paper_a.training.loop import process_state, train
+from kl_repro.pipeline.plan import plan_rows, plan_totals
 
 __all__ = ["run_matrix", "worker", "pending_runs", "waves", "worker_commands", "slurm_script"]
 
@@ -70,7 +69,7 @@ def worker(profile: Profile, key: str) -> int:
     p = next((q for q in planned_runs(profile) if q.key == key), None)
     require(p is not None, f"profile {profile.name}: no planned run {key!r}")
     ev = m.evals.get(p.spec.data)
-    state = PartialState(cpu=p.config.train.device == "cpu")
+    state = process_state(p.config.train)
     main = state.is_main_process  # under `accelerate launch`: rank 0 holds the lock and evaluates
     with ExitStack() as stack:
         if main and p.status() != "finished":
@@ -128,16 +127,18 @@ def _worker_task(profile: Profile, key: str, log_path: str) -> int:
 
 
 def _log_plan(profile: Profile, plan: tuple[PlannedRun, ...], status: dict[str, str], workers: int, log: Log) -> None:
-    """The plan: how many runs are reused, the training estimate, and one line per run."""
+    """The plan: how many runs are reused, the estimate of training and evaluation left (``pipeline.plan``), one line per run."""
     todo = [p for p in plan if status[p.key] != "finished"]
-    est = [p.estimate_s() for p in todo if status[p.key] in ("train", "resume")]
-    known = [e for e in est if e is not None]
+    rows = {r["run"]: r for r in plan_rows(profile)}
+    tot = plan_totals(profile, list(rows.values()))
+    known = tot["train_h"] + tot["eval_h"] + tot["reference_h"]
     log(f"paper A runs for profile '{profile.name}': {len(plan) - len(todo)} reused, {len(todo)} to train or evaluate "
-        f"with {workers} worker{'s' if workers > 1 else ''}; training estimate {_fmt_s(sum(known) / workers) if known else '?'}"
-        f"{' (some runs unknown)' if len(known) < len(est) else ''}")
+        f"with {workers} worker{'s' if workers > 1 else ''}; estimate {_fmt_s(known * 3600 / workers) if known else '?'}"
+        f"{' (some runs unknown)' if tot['unknown'] else ''} (`kl-repro plan --profile {profile.name}`: sources)")
     for p in plan:
-        what = status[p.key]
-        log(f"  {what:8s} {p.key:34s} {p.spec.label:18s} {'est. ' + _fmt_s(p.estimate_s()) if what in ('train', 'resume') else ''}")
+        what, r = status[p.key], rows[p.key]
+        est = None if r["train_h"] is None else 3600 * (r["train_h"] + (r["eval_h"] or 0.0))
+        log(f"  {what:8s} {p.key:34s} {p.spec.label:18s} {'est. ' + _fmt_s(est) + ' (' + r['source'] + ')' if what in ('train', 'resume') else ''}")
 
 
 @dataclass
@@ -273,7 +274,7 @@ def _worker_env() -> dict[str, str]:
 
 def _command(profile: Profile, key: str, launcher: Sequence[str]) -> str:
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in _worker_env().items())
-    return f"{env} {shlex.join([*launcher, 'worker', '--profile', profile.name, '--run', key])}"
+    return f"{env} {shlex.join([*launcher, 'worker', '--profile', profile.name, '--key', key])}"
 
 
 def worker_commands(profile: Profile, runs: Sequence[PlannedRun], launcher: Sequence[str] | None = None) -> str:
@@ -294,7 +295,7 @@ _TASK = """#!/bin/bash
 # One array task: the run on line SLURM_ARRAY_TASK_ID + 1 of the run list given as $1.
 set -euo pipefail
 KEY=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$1")
-exec env {env} {launcher} worker --profile {profile} --run "$KEY"
+exec env {env} {launcher} worker --profile {profile} --key "$KEY"
 """
 
 _SLURM_HEAD = """#!/bin/bash
