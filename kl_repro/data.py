@@ -37,6 +37,7 @@ __all__ = [
     "load_images",
     "load_dataset",
     "data_shape",
+    "source_files",
     "ImageDataset",
     "PointDataset",
     "Toy2D",
@@ -230,6 +231,26 @@ def _celebahq(cfg: DataConfig, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise ConfigError(f"{p}: cannot be read as an image ({type(e).__name__}: {e})") from None
     return torch.from_numpy(out), torch.full((len(files),), -1, dtype=torch.int64)
+
+
+def source_files(cfg: DataConfig) -> list[Path]:
+    """The files :func:`load_images` reads for ``cfg`` that exist (none for the embedded ``digits``), in reading order.
+
+    Their sizes and modification times let a cache of statistics of the images be found without decoding
+    them (:func:`kl_repro.evaluation.reference.reference_stats`; 30k CelebA-HQ JPEGs take minutes).
+    """
+    root = data_root(cfg)
+    if cfg.name == "mnist":
+        files = [root / "MNIST" / "raw" / f for f in MNIST_FILES]
+    elif cfg.name == "cifar10":
+        files = [root / "cifar-10-batches-py" / f for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")]
+    elif cfg.name == "celebahq":
+        folder = root / "celebahq" if (root / "celebahq").is_dir() else root
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+        files = files[: cfg.subset] if cfg.subset is not None else files
+    else:
+        files = []
+    return [f for f in files if f.is_file()]
 
 
 def load_images(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:

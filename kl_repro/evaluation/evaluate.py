@@ -155,7 +155,8 @@ class EvalConfig(Config):
     kid: bool = True
     kid_subsets: int = 100  # torch-fidelity default
     kid_subset_size: int = 1000  # torch-fidelity default (capped at the smaller set)
-    device: str = "cpu"  # extractor device for a final evaluation ("cuda" on a GPU machine); the hook uses the model's device
+    # extractor (and, for a final evaluation, sampler) device; "auto": CUDA when present, else CPU (resolved_device)
+    device: str = "auto"
 
     def check(self) -> None:
         require(self.num_samples >= 2, f"num_samples must be >= 2, got {self.num_samples}")
@@ -164,8 +165,15 @@ class EvalConfig(Config):
         require(self.ref_images is None or self.ref_images >= 2, f"ref_images must be >= 2, got {self.ref_images}")
         require(self.batch_size >= 1 and self.sample_block >= 1, "batch_size and sample_block must be >= 1")
         require(self.every is None or self.every >= 1, f"every must be None or >= 1, got {self.every}")
-        require(self.device == "cpu" or self.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {self.device!r}")
+        require(self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+                f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
         self.kid_config()
+
+    def resolved_device(self) -> str:
+        """``device`` with ``auto`` resolved: ``cuda`` when a GPU is visible, else ``cpu`` (asked at use, not at import)."""
+        if self.device != "auto":
+            return self.device
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def kid_config(self) -> KIDConfig:
         return KIDConfig(subsets=self.kid_subsets, subset_size=self.kid_subset_size)

@@ -5,7 +5,10 @@ training split** by default.  Paper A's code (lucidrains' trainer) drew 50k *aug
 training loader; we use this fixed set instead (see the Deviations page, "FID protocol").  Paper B
 compares with the CIFAR-10 training set.  Statistics are cached by content: data set, split,
 resolution, number of images, subset rule, a SHA-256 of the uint8 images and the extractor's identity
-(name + weights checksum); a change to any of them recomputes.
+(name + weights checksum); a change to any of them recomputes.  So that a 50k-image reference is not
+decoded again at every evaluation (30k CelebA-HQ JPEGs take minutes), a small index file maps the source
+files' names, sizes and modification times (:func:`kl_repro.data.source_files`) to the cached statistics,
+and a process keeps the statistics it has read.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import numpy as np
 
 from kl_repro.core.config import Config, config_hash, require
 from kl_repro.core.store import atomic_write_bytes, cache_dir
-from kl_repro.data import DataConfig, load_images
+from kl_repro.data import DataConfig, load_images, source_files
 from kl_repro.evaluation.distances import gaussian_stats
 from kl_repro.evaluation.features import FeatureExtractor, build_extractor, extract_features, sha256_array
 
 __all__ = ["ReferenceConfig", "ReferenceStats", "reference_stats", "reference_stats_from_images"]
 
 _STATS_FORMAT = 1
+_READ: dict[str, ReferenceStats] = {}  # index file -> statistics this process has read or computed
 
 
 @dataclass(frozen=True)
@@ -113,11 +117,47 @@ def reference_stats_from_images(images, descriptor: dict, extractor: FeatureExtr
     return ReferenceStats(mu, sigma, feats, key, path)
 
 
+def _index_path(ref: ReferenceConfig, ext: FeatureExtractor) -> Path | None:
+    """The index file of ``ref`` under ``ext`` keyed by its source files' names, sizes and times (None: no files)."""
+    files = source_files(ref.data_config())
+    if not files:
+        return None
+    sources = [[str(f.resolve()), st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]]
+    key = {"format": _STATS_FORMAT, "ref": ref.__dict__, "res": ref.data_config().res, "extractor": ext.identity,
+           "sources": sources}
+    return cache_dir("fid_refs") / f"index-{ref.dataset}-{config_hash(json.loads(json.dumps(key, default=str)), 16)}.json"
+
+
+def _indexed(index: Path | None) -> ReferenceStats | None:
+    """The statistics an index file points to, if both are readable and agree (else None: recompute)."""
+    if index is None or not index.is_file():
+        return None
+    if index.as_posix() in _READ and _READ[index.as_posix()].path.is_file():
+        return _READ[index.as_posix()]
+    try:
+        entry = json.loads(index.read_text())
+        return _cached_stats(index.parent / entry["stats"], entry["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def reference_stats(ref: ReferenceConfig, extractor: str | FeatureExtractor = "inception-v3-compat",
                     batch_size: int = 100, device: str = "cpu", progress: bool = False) -> ReferenceStats:
-    """Cached statistics of the real images ``ref`` (see :class:`ReferenceConfig` for which images)."""
+    """Cached statistics of the real images ``ref`` (see :class:`ReferenceConfig` for which images).
+
+    Found through the index of the source files without decoding the images when they are unchanged;
+    otherwise the images are loaded and the content-keyed cache decides (:func:`reference_stats_from_images`).
+    """
     ext = build_extractor(extractor, ref, device) if isinstance(extractor, str) else extractor
-    images, _ = load_images(ref.data_config())  # uint8 (N, C, H, W), first num_images in file order
-    descriptor = {"dataset": ref.dataset, "split": ref.split, "resolution": ref.data_config().res,
-                  "subset": "first num_images in file order, unaugmented"}
-    return reference_stats_from_images(images, descriptor, ext, batch_size, progress)
+    index = _index_path(ref, ext)
+    stats = _indexed(index)
+    if stats is None:
+        images, _ = load_images(ref.data_config())  # uint8 (N, C, H, W), first num_images in file order
+        descriptor = {"dataset": ref.dataset, "split": ref.split, "resolution": ref.data_config().res,
+                      "subset": "first num_images in file order, unaugmented"}
+        stats = reference_stats_from_images(images, descriptor, ext, batch_size, progress)
+        if index is not None:
+            atomic_write_bytes(index, json.dumps({"stats": stats.path.name, "key": stats.key}, sort_keys=True).encode())
+    if index is not None:
+        _READ[index.as_posix()] = stats
+    return stats

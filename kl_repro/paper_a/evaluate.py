@@ -57,13 +57,13 @@ def evaluate_model(net, run_cfg, cfg: EvalConfig = EvalConfig(), device=None, pr
     """
     ref = cfg.reference(run_cfg.data)  # ConfigError (toy2d, bad split) before any compute
     name = cfg.extractor or default_extractor(run_cfg.data.name)
-    ext = build_extractor(name, ref, cfg.device)
-    stats = reference_stats(ref, ext, cfg.batch_size, cfg.device, progress)
+    ext = build_extractor(name, ref, cfg.resolved_device())
+    stats = reference_stats(ref, ext, cfg.batch_size, cfg.resolved_device(), progress)
     if device is None:
         device = next(net.parameters()).device
     blocks = ddim_blocks(net, run_cfg, cfg.num_samples, cfg.seed, cfg.batch_size, cfg.sample_block, device, progress)
     return evaluate_images(blocks, stats, describe_sampler(run_cfg.sampler, cfg.seed), ext, cfg.num_samples,
-                           cfg.batch_size, cfg.kid_config() if cfg.kid else None, cfg.device, progress)
+                           cfg.batch_size, cfg.kid_config() if cfg.kid else None, cfg.resolved_device(), progress)
 
 
 def proxy_hook(cfg: EvalConfig = PROXY, data=None) -> Callable:
@@ -109,6 +109,7 @@ def evaluate_run(run_dir, num_samples: int | None = None, extractor: str | None 
     name = cfg.extractor or default_extractor(run.config.data.name)
     path, payload = run.latest_checkpoint()
     require(path is not None, f"{run.dir} has no usable checkpoint to evaluate")
+    cfg = cfg.replace(device=cfg.resolved_device())  # "auto" -> the device used: the key names it
     ext = build_extractor(name, ref, cfg.device)
     key = {"checkpoint_sha256": sha256_file(path), "step": int(payload["step"]), "eval": to_dict(cfg.replace(extractor=name)),
            "extractor": ext.identity}
