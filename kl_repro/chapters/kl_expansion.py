@@ -18,6 +18,7 @@ import pandas as pd
 from kl_repro.chapters.base import ChapterConfig, set_threads
 from kl_repro.core import plotting, store
 from kl_repro.core.config import require
+from kl_repro.core.tables import display_table
 from kl_repro.paper_a import kl
 
 __all__ = ["KLExpansionConfig", "prepare", "eigenpairs", "brownian_spectrum", "other_kernels", "variance_shares",
@@ -100,8 +101,8 @@ def brownian_spectrum(cfg: KLExpansionConfig):
         "verdict": verdict,
     }, fig)
     print(f"Nyström on {cfg.n_grid} cells. {verdict}")
-    return table.style.format({"lambda_k (closed form)": "{:.6g}", "lambda_k (Nystrom)": "{:.6g}",
-                               "relative error": "{:.2e}", "max |eigenfunction error|": "{:.2e}"}).hide(axis="index")
+    return display_table(table, caption=f"Ours: Nyström on {cfg.n_grid} cells against the closed form of eq. (8) (the paper's formula).",
+                         digits=6)
 
 
 def other_kernels(cfg: KLExpansionConfig):
@@ -119,7 +120,8 @@ def other_kernels(cfg: KLExpansionConfig):
     ax.legend()
     worst = table["max relative eigenvalue error"].max()
     print(f"Largest relative eigenvalue error over the three kernels (k <= {cfg.n_eig}, {cfg.n_grid} cells): {worst:.1e}.")
-    return table.style.format(precision=4).hide(axis="index")
+    return display_table(table, caption=f"Ours: Nyström ({cfg.n_grid} cells) against each kernel's closed form (Appendix B).",
+                         digits=4)
 
 
 def variance_shares(cfg: KLExpansionConfig):
@@ -134,8 +136,8 @@ def variance_shares(cfg: KLExpansionConfig):
         "verdict": verdict,
     })
     print(verdict)
-    return pd.DataFrame(rows).style.format({"lambda_k": "{:.5f}", "share": "{:.4f}", "cumulative_share": "{:.4f}",
-                                            "v_k(1)": "{:.5f}"}).hide(axis="index")
+    return display_table(rows, caption="Closed form of eq. (8), as the paper states it (no sampling).", digits=5,
+                         rename={"cumulative_share": "cumulative share"})
 
 
 def truncation_error(cfg: KLExpansionConfig):

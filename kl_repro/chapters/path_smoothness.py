@@ -20,6 +20,7 @@ import pandas as pd
 from kl_repro.chapters.base import ChapterConfig, set_threads
 from kl_repro.core import plotting, store
 from kl_repro.core.config import require
+from kl_repro.core.tables import display_table
 from kl_repro.paper_a import forward_paths as paths
 from kl_repro.paper_a import kl
 from kl_repro.paper_a.gradient_conflict import gradient_conflict_study, gradient_conflict_verdict
@@ -99,6 +100,15 @@ def _smoothness_figure(df: pd.DataFrame, cfg: SmoothnessConfig):
     return fig
 
 
+def _grid_header(n) -> str:
+    return f"N = {n}" if isinstance(n, (int, np.integer)) else str(n)
+
+
+def _per_n(df: pd.DataFrame, values: str) -> pd.DataFrame:
+    """``values`` of every process (rows) at every grid size ``N`` (columns)."""
+    return df.pivot(index="process", columns="N", values=values)
+
+
 def smoothness(cfg: SmoothnessConfig):
     """Quadratic variation and path length per coordinate of the three processes as N refines; ``A.smoothness``."""
     rows = paths.smoothness_table(cfg.n_paths, cfg.n_pixels, cfg.grids, cfg.d_plot, cfg.seed, SCHEDULE)
@@ -117,9 +127,10 @@ def smoothness(cfg: SmoothnessConfig):
         "verdict": verdict,
     }, fig)
     print(verdict)
-    table = pd.concat({"quadratic variation per coordinate": df.pivot(index="process", columns="N", values="quadratic_variation"),
-                       "path length per sqrt(D)": df.pivot(index="process", columns="N", values="path_length")}, axis=1)
-    return table.loc[list(dict.fromkeys(df["process"]))].style.format("{:.4g}")
+    table = pd.concat({"quadratic variation per coordinate": _per_n(df, "quadratic_variation"),
+                       "path length per sqrt(D)": _per_n(df, "path_length")}, axis=1)
+    return display_table(table.loc[list(dict.fromkeys(df["process"]))], digits=4, header=_grid_header,
+                         caption=f"Ours: {cfg.n_paths} paths of {cfg.n_pixels} coordinates, seed {cfg.seed} (the paper gives no numbers).")
 
 
 def rank(cfg: SmoothnessConfig):
@@ -128,7 +139,7 @@ def rank(cfg: SmoothnessConfig):
     kl_rows = [r for r in rows if r["d"] is not None]
     print(f"VP path rank {rows[0]['rank']} (bound {rows[0]['bound']}); KL path ranks "
           + ", ".join(f"{r['rank']} for d = {r['d']}" for r in kl_rows) + ".")
-    return pd.DataFrame(rows).style.hide(axis="index")
+    return display_table(rows, caption=f"Ours: rank of the discretised path matrix, seed {cfg.seed}.")
 
 
 def noise_correlation(cfg: SmoothnessConfig):
@@ -153,9 +164,9 @@ def noise_correlation(cfg: SmoothnessConfig):
     }, fig)
     print("Noise correlation, Brownian against KL (d = %d): " % cfg.d_plot
           + "; ".join(f"({p['s']}, {p['t']}): {p['brownian']:.3f} against {p['kl']:.3f}" for p in pairs) + ".")
-    table = pd.DataFrame([{"(s, t)": (p["s"], p["t"]), "Brownian": p["brownian"], f"KL d={cfg.d_plot}": p["kl"]}
+    table = pd.DataFrame([{"(s, t)": f"({p['s']:g}, {p['t']:g})", "Brownian": p["brownian"], f"KL d={cfg.d_plot}": p["kl"]}
                           for p in pairs])
-    return table.style.format(precision=3).hide(axis="index")
+    return display_table(table, caption="Ours: correlation of the noise target between times s and t.")
 
 
 def _grid_figure(cfg: SmoothnessConfig):
@@ -195,7 +206,7 @@ def grid_table(cfg: SmoothnessConfig):
         "verdict": verdict,
     }, fig)
     print(f"max |alpha_bar VP - alpha_bar DDPM| = {agree['max_abs']:.2e}. {verdict}")
-    return table.style.format(precision=5).hide(axis="index")
+    return display_table(table, digits=5, caption="Ours: the continuous VP schedule against the discrete DDPM schedule on the T = 20 grid.")
 
 
 def _conflict_figure(gc: dict, cfg: SmoothnessConfig):

@@ -44,9 +44,23 @@ class TrainPageConfig(TrainParams, ChapterConfig):
         return runs_dir(self.profile_obj)
 
 
+def _setting(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_setting(v) for v in value) + ")"
+    return "none" if value is None else ("" if value == "" else str(value))
+
+
 def describe(cfg: TrainPageConfig) -> str:
-    """The resolved run configuration, one line per section (data, net, diffusion, train, sampler, ...)."""
-    return "\n".join(f"{section}: {values}" for section, values in to_dict(cfg.run_config()).items())
+    """The resolved run configuration, one line per section (data, net, diffusion, train, sampler, ...),
+    each as ``name = value`` pairs."""
+    lines = []
+    for section, values in to_dict(cfg.run_config()).items():
+        if section == "init_from" and values:  # the pretrained run, by its folder's name (not a local path)
+            values = f"run {Path(values).name}"
+        text = (", ".join(f"{k} = {_setting(v)}" for k, v in values.items()) if isinstance(values, dict)
+                else _setting(values))
+        lines.append(f"{section}: {text or '(none)'}")
+    return "\n".join(lines)
 
 
 def train_run(cfg: TrainPageConfig) -> Run:
