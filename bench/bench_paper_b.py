@@ -6,8 +6,14 @@
 2. The per-image time ratio PC1000 / FP sampler for 1 and 100 images, with and without the FP
    set-up (M score calls, Gram matrices, eigenpairs, prior projection), on the **same** score model:
    the ideal score of a data subset (MNIST when ``$KL_REPRO_DATA`` has it, else ``digits``).
-3. For context, the time of one forward pass of the paper-sized U-Net (35.7 M parameters) at batch
-   1 and 100, from which PC1000 with a network score is *estimated* as 2000 NFEs x that time.
+3. Paper B's speed claim on the paper's own networks (``kl_repro.paper_b.speed``): NCSN++ deep (VE)
+   and DDPM++ deep (VP) at CIFAR-10 size with their parameter counts; PC1000 (VE), P1000 and PC1000
+   (VP) against the whole FP pipeline (M = 2000 network evaluations at t*, Gram matrices, eigenproblem,
+   prior projection, J = 1000 Langevin steps), for 1 and 100 images and one 200-image group, with and
+   without set-up, beside the paper's 261.6x / 119.8x (1 image) and 23.9x / 11.0x (100 images).  The
+   network forward is timed at batch 1 (3 calls) and batch 100 (1 call) and extrapolated (the note says how).
+4. For context, one forward pass of paper A's U-Net (35.7 M parameters) at batch 1, and its ratio to
+   NCSN++ deep's.
 
 Timings on shared machines are noisy: compare the ratios of one run.
 
@@ -148,20 +154,38 @@ def pc_vs_fp(quick: bool) -> dict:
 
 
 def unet_nfe_estimate(quick: bool) -> dict:
-    """Forward time of the paper-sized U-Net at 32x32 (batch 1 and 100) and the PC1000 time it implies (2000 NFEs)."""
+    """Forward time of paper A's U-Net at 32x32, batch 1 (context for the deep networks), and the PC1000 time it implies."""
     from kl_repro.nets import NetConfig, build_net, count_parameters
 
     net = build_net(NetConfig(), (3, 32, 32)).eval()
-    out = {"parameters": count_parameters(net)}
-    for b in ((1, 4) if quick else (1, 100)):
-        x = torch.randn(b, 3, 32, 32)
-        t = torch.full((b,), 500.0)
-        with torch.no_grad():
-            net(x, t)  # warm-up
-            _, dt = _timed(lambda: net(x, t))
-        out[f"forward_batch{b}_s"] = dt
-        out[f"pc1000_estimate_batch{b}_s"] = 2000 * dt
-    return out
+    x, t = torch.randn(1, 3, 32, 32), torch.full((1,), 500.0)
+    with torch.no_grad():
+        net(x, t)  # warm-up
+        _, dt = _timed(lambda: net(x, t))
+    return {"parameters": count_parameters(net), "forward_batch1_s": dt, "pc1000_estimate_batch1_s": 2000 * dt}
+
+
+def deep_nets(quick: bool) -> dict:
+    """Paper B's speed ratios on NCSN++ deep / DDPM++ deep (``kl_repro.paper_b.speed``), as printable tables.
+
+    One thread for torch and BLAS: on a 2-core machine shared with other jobs, two OpenMP threads made
+    an NCSN++ forward about 10x slower (37-40 s against 3.3-4.3 s at batch 1, load average 12-15); PC and FP are timed alike, so the
+    ratios compare the two samplers per core.
+    """
+    from kl_repro.paper_b import speed
+
+    cfg = speed.SpeedConfig(M=200, J_timed=5, forward_batches=(1, 4), forward_calls=(1, 1), overhead_steps=3) if quick else speed.BENCH
+    with threads(1):
+        rep = speed.speed_report(cfg)
+    archs = rep["architectures"].values()
+    nets = [{"network": a["network"], "parameters": a["parameters"], "score_sde_parameters": a["paper_parameters"],
+             "relative_difference": a["parameters"] / a["paper_parameters"] - 1,
+             **{f"forward_batch{b}_s": t for b, t in a["forward_s"].items()},
+             **{f"wall_{k}_s": v for k, v in a["wall_s"].items()}} for a in archs]
+    fp = [{"network": a["network"], **{k: v for k, v in a["fp"].items() if k != "sampling_s"},
+           **{f"langevin_{n}_images_s": v for n, v in a["fp"]["sampling_s"].items()}} for a in archs]
+    ratios = [{"network": a["network"], **r} for a in archs for r in a["rows"]]
+    return {"nets": nets, "fp": fp, "ratios": ratios, "note": rep["note"]}
 
 
 def run(quick: bool = False) -> dict:
@@ -199,7 +223,12 @@ def run(quick: bool = False) -> dict:
     ratio = pc_vs_fp(quick)
     out["pc_vs_fp"] = ratio["rows"]
     out["pc_vs_fp_setting"] = {k: v for k, v in ratio.items() if k != "rows"}
-    out["unet"] = unet_nfe_estimate(quick)
+    deep = deep_nets(quick)
+    out["deep_nets"], out["deep_net_fp"], out["deep_net_speed_ratios"], out["deep_net_note"] = (
+        deep["nets"], deep["fp"], deep["ratios"], deep["note"])
+    with threads(1):  # as the deep networks, so the ratio below compares like with like
+        out["unet"] = unet_nfe_estimate(quick)
+    out["unet"]["ncsnpp_deep_over_unet_batch1"] = deep["nets"][0]["forward_batch1_s"] / out["unet"]["forward_batch1_s"]
     out["load_average_end"] = os.getloadavg()
     return out
 
