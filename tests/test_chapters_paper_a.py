@@ -128,9 +128,12 @@ def test_results_chapter_says_what_is_absent_without_runs(capsys):
     assert "0 finished" in capsys.readouterr().out
     assert len(paper_a_results.plan(res).data) == len(res.plan) > 0
     assert paper_a_results.table1(res).data.empty
-    assert _artefact("A.table1")["verdict"].startswith("Cannot be tested")
-    assert paper_a_results.speedup(res).data["speed-up (mean)"].isna().all()
-    assert _artefact("A.speedup")["verdict"].startswith("Cannot be tested")
+    assert _artefact("A.table1")["verdict"].startswith("Not tested by this experiment")
+    assert paper_a_results.speedup(res).data["speed-up"].isna().all()
+    assert _artefact("A.speedup")["verdict"].startswith("Not tested by this experiment")
+    assert paper_a_results.effects(res) is None  # no effect has an estimate yet: no forest figure
+    assert "faster at equal compute? Not tested by this experiment" in capsys.readouterr().out
+    assert paper_a_results.metric_noise(res).data.empty
     paper_a_results.fig10(res)
     assert "A.fig10: " in capsys.readouterr().out
     claims = paper_a_results.claims(res).data
@@ -141,10 +144,10 @@ def test_verdicts():
     assert verdicts.partial_verdict([(1, 9.0), (2, 7.0), (4, 5.0)], 4.0).startswith("Holds")
     assert verdicts.partial_verdict([(1, 9.0), (2, 9.5), (4, 5.0)], 4.0).startswith("Partly holds")
     assert verdicts.partial_verdict([(1, 3.0)], 4.0).startswith("Does not hold")
-    assert verdicts.partial_verdict([], 4.0).startswith("Cannot be tested")
+    assert verdicts.partial_verdict([], 4.0).startswith("Not tested by this experiment")
     assert verdicts.final_score_verdict([1.0, 1.1], [2.0, 2.1], "digits", "FD_clf").startswith("Holds")
     assert verdicts.final_score_verdict([1.0, 2.5], [2.0, 2.1], "digits", "FD_clf").startswith("Inconclusive")
-    assert verdicts.final_score_verdict([], [2.0], "digits", "FD_clf").startswith("Cannot be tested")
+    assert verdicts.final_score_verdict([], [2.0], "digits", "FD_clf").startswith("Not tested by this experiment")
     assert "consistent" in verdicts.optimal_d_verdict((8, 20, 1.0), (10, 20, 1.0))
     assert "not reproduced" in verdicts.optimal_d_verdict((1, 20, 1.0), (1, 200, 1.0))
     assert verdicts.baseline_t20_verdict(2.0, 1.5, 1.0).endswith("same 20 levels.")

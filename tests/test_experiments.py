@@ -7,7 +7,8 @@ import pytest
 from kl_repro.paper_a import matrix as E
 from kl_repro.paper_a.results import Results
 from kl_repro.paper_a.tables import speedup
-from kl_repro.paper_a.verdicts import speedup_verdict
+from kl_repro.paper_a.statistics import speedup_effect
+from kl_repro.paper_a.verdicts import compute_verdict, speedup_verdict
 from kl_repro.core.config import ConfigError
 from kl_repro.core.profiles import PROFILES, Profile, load_profile
 from kl_repro.core.registry import artefact_registry
@@ -82,22 +83,36 @@ def _rows(seed, pairs):
 def test_speedup_is_the_ratio_of_steps_to_the_baseline_best():
     base = _rows(0, [(250, 10.0), (500, 6.0), (750, 5.0), (1000, 5.5)]) + _rows(1, [(250, 9.0), (500, 4.0), (750, 4.5), (1000, 4.2)])
     kl = _rows(0, [(250, 7.0), (500, 4.9), (750, 3.0), (1000, 2.0)]) + _rows(1, [(250, 8.0), (500, 7.0), (750, 5.0), (1000, 4.1)])
-    res = _FakeResults({"digits/baseline-b16": base, "digits/kl8-b16": kl})
+    res = _FakeResults({"digits/baseline-b16-long": base, "digits/kl8-b16-long": kl})  # the cpu headline pair
     sp = E_sp = speedup(res, "digits")
     pair = E_sp["pairs"][0]
-    assert pair["kl"] == "KL-8d-b16" and pair["baseline"] == "Baseline-b16"
+    assert pair["kl"] == "KL-8d-b16 (3k)" and pair["baseline"] == "Baseline-b16 (3k)"
     # seed 0: baseline best 5.0 first at 750, KL <= 5.0 first at 500 -> 1.5x; seed 1: 4.0 at 500, KL never
     assert [p["speedup"] for p in pair["per_seed"]] == [pytest.approx(1.5), None]
-    assert pair["reached"] == "1/2" and pair["mean"] == pytest.approx(1.5)
-    assert speedup_verdict(sp, "digits").startswith("Partly holds")
+    assert pair["reached"] == "1/2" and pair["mean"] == pytest.approx(1.5)  # the raw definition, kept for comparison
+    # the verdict's: plateau level on smoothed curves; seed 1 never reaches it and is kept, censored at its bound
+    robust = pair["robust_per_seed"]
+    assert robust[0]["speedup"] == pytest.approx(745.57 / 324.83, rel=1e-3) and robust[1]["censored"]
+    assert robust[1]["speedup"] == pytest.approx(robust[1]["baseline_step"] / 1000)
+    assert pair["effect"]["censored"] == 1 and pair["evals_kl"] == 8 * pair["evals_base"] == 128
+    assert speedup_verdict(sp, "digits").startswith("Inconclusive (digits)")  # one seed of two is no 1.5x
+    assert compute_verdict(sp, "digits").startswith("Inconclusive (digits)")
     assert json.dumps(sp)  # serialisable for the artefact
 
 
 def test_speedup_verdicts():
-    mk = lambda m: {"pairs": [{"kl": "KL-8d-b16", "baseline": "Baseline-b16", "mean": m, "min": m, "max": m, "reached": "2/2"}]}
-    assert speedup_verdict(mk(2.5), "x").startswith("Holds")
-    assert speedup_verdict(mk(1.0), "x").startswith("Does not hold")
-    assert speedup_verdict(mk(None), "x").startswith("Does not hold")
+    def mk(m, censored=False, seeds=(0.98, 1.0, 1.02)):
+        per_seed = [{"speedup": m * f, "censored": censored, "baseline_plateaued": True} for f in seeds]
+        return {"pairs": [{"kl": "KL-8d-b16", "baseline": "Baseline-b16", "evals_kl": 128, "evals_base": 16,
+                           "effect": speedup_effect(per_seed, target=2.0, cost_ratio=1 / 8)}]}
+    assert speedup_verdict(mk(2.5), "x").startswith("Holds (x): KL-8d-b16 reached the plateau level")
+    assert "2.5x [2.4, 2.6] (95 % CI, 3 seeds)" in speedup_verdict(mk(2.5), "x")
+    assert speedup_verdict(mk(1.0), "x").startswith("Inconclusive")  # 1x +- noise straddles "no speed-up"
+    assert speedup_verdict(mk(0.7), "x").startswith("Does not hold at this scale")
+    assert speedup_verdict(mk(0.5, censored=True), "x").startswith("Does not hold at this scale")  # never reached
+    assert "3 of 3 KL seeds never reached it" in speedup_verdict(mk(0.5, censored=True), "x")
+    assert speedup_verdict(mk(2.5, seeds=(1.0,)), "x").startswith("Not tested by this experiment, because one seed")
+    assert compute_verdict(mk(2.5), "x").startswith("Does not hold at this scale (x): per network evaluation")
 
 
 @pytest.mark.slow

@@ -14,10 +14,12 @@ import pandas as pd
 
 from kl_repro.chapters.base import ChapterConfig, set_threads
 from kl_repro.core import plotting, store
-from kl_repro.paper_a import figures, tables, verdicts
-from kl_repro.paper_a.results import PANELS, Results, absent, load_results
+from kl_repro.core.tables import display_table
+from kl_repro.core.verdict import not_tested
+from kl_repro.paper_a import figures, forest, metric_noise as noise, tables, verdicts
+from kl_repro.paper_a.results import PANELS, Results, load_results
 
-__all__ = ["PaperAResultsConfig", "prepare", "load", "plan", "table1", "fig1", "fig2", "speedup", "baseline_t20",
+__all__ = ["PaperAResultsConfig", "prepare", "load", "plan", "effects", "metric_noise", "table1", "fig1", "fig2", "speedup", "baseline_t20",
            "table2", "table3", "fig3", "fig4", "fig5", "fig6", "samples", "fig10", "claims"]
 
 
@@ -45,7 +47,8 @@ def _shown(res: Results, artefact: str, value):
 
 
 def _styled(rows: list[dict], precision: int = 3, na_rep: str = "–"):
-    return pd.DataFrame(rows).style.format(precision=precision, na_rep=na_rep).hide(axis="index")
+    """The book's table display (:func:`kl_repro.core.tables.display_table`), ``precision`` significant digits."""
+    return display_table(rows, digits=precision, na=na_rep)
 
 
 def load(cfg: PaperAResultsConfig) -> Results:
@@ -53,7 +56,7 @@ def load(cfg: PaperAResultsConfig) -> Results:
     res = load_results(cfg.profile_obj)
     done = sum((p.run_dir / "finished.json").exists() for p in res.plan)
     print(f"profile {res.name}: {len(res.matrix.runs)} runs in the matrix ({len(res.plan)} with seeds), "
-          f"{done} finished under {store.results_root()}")
+          f"{done} finished")
     return res
 
 
@@ -62,7 +65,56 @@ def plan(res: Results):
     rows = [{"run": p.spec.label, "data": p.spec.data, "seed": p.seed, "steps": p.steps, "B": p.params.get("B"),
              "finished": (p.run_dir / "finished.json").exists(), "artefacts": ", ".join(p.spec.artefacts)}
             for p in res.plan]
-    return pd.DataFrame(rows).style.hide(axis="index")
+    return display_table(rows)
+
+
+def effects(res: Results):
+    """The forest figure that opens the chapter: every effect with its 95 % interval, per profile, beside the paper.
+
+    Makes this profile's ``A.speedup`` first (:func:`kl_repro.paper_a.tables.speedup_table`) and prints its
+    verdicts: the speed-up and the speed-up at equal compute.
+    """
+    tables.speedup_table(res)
+    fig = forest.forest(res)
+    art = store.load_artefact(res.name, "A.speedup") or {}
+    print(f"A.speedup: {art.get('verdict', verdicts.MISSING)}")
+    print(f"faster at equal compute? {art.get('compute_verdict', verdicts.MISSING)}")
+    return fig
+
+
+def _headline_baselines(res: Results) -> list:
+    """Per data set, the first finished seed of a Baseline-b16 run (the cheapest model to sample), those of
+    ``A.speedup`` (the headline pair) first."""
+    rows = sorted((r for r in res.matrix.runs if r.label.startswith("Baseline-b16") and r.evaluate),
+                  key=lambda r: "A.speedup" not in r.artefacts)
+    out: dict[str, object] = {}
+    for row in rows:
+        done = [p for p in res.planned(row.id) if (p.run_dir / "finished.json").exists()]
+        if done and row.data not in out:
+            out[row.data] = done[0]
+    return list(out.values())
+
+
+def metric_noise(res: Results, repeats: int = 4):
+    """The metric's own spread (one checkpoint, ``repeats`` sample seeds) beside the spread over training seeds.
+
+    At the proxy and the final sample count of each data set's headline baseline; KID (unbiased) beside FD_clf.
+    Stored as the artefact ``A.metric_noise``.
+    """
+    rows = []
+    for p in _headline_baselines(res):
+        ev = res.matrix.evals[p.spec.data]
+        finals = tables.final_scores(res, p.spec.id)
+        for n in dict.fromkeys((ev.proxy_samples, ev.final_samples)):
+            rows.append({"data": p.spec.data, **noise.noise_summary(noise.repeat_scores(p, ev, n, repeats), finals)})
+    store.save_artefact(res.name, "A.metric_noise", {
+        "title": "The metric's own noise against the seed-to-seed spread", "ours": {"rows": rows, "profile": res.name},
+        "paper": {"source": "not in the paper"}, "paper_summary": "not in the paper",
+        "ours_summary": "; ".join(f"{r['data']} n={r['samples']}: sd {r['metric sd (same checkpoint)']:.3g}" for r in rows),
+        "verdict": not_tested("this is a measurement of our metric, not a claim of the paper")})
+    if not rows:
+        print("A.metric_noise: no finished Baseline-b16 run at this profile.")
+    return _styled(rows)
 
 
 def table1(res: Results):
@@ -125,13 +177,11 @@ def samples(res: Results, artefact: str):
     return _shown(res, artefact, figures.sample_figure(res, artefact))
 
 
-def fig10(res: Results) -> None:
-    """Fig. 10 (higher resolution): absent at the reduced profiles; made by the paper profile's CelebAHQ-128 runs."""
-    reason = absent(res, "A.fig10")
-    print(f"A.fig10: {reason}" if reason else
-          "A.fig10: made by the paper profile's CelebAHQ-128 runs: see Fig. 2(b)'s data set at 128 x 128")
+def fig10(res: Results):
+    """Fig. 10 (higher resolution): the paper profile's CelebAHQ-128 runs; absent (with the reason) at the reduced profiles."""
+    return _shown(res, "A.fig10", figures.fig10(res))
 
 
 def claims(res: Results):
     """Paper A's claims, one row each, with our verdict and the artefact that shows it."""
-    return pd.DataFrame(verdicts.claims_summary(res.name)).style.hide(axis="index")
+    return display_table(verdicts.claims_summary(res.name))

@@ -16,6 +16,7 @@ import numpy as np
 
 from kl_repro.core import store
 from kl_repro.core.profiles import Profile, as_profile
+from kl_repro.core.verdict import not_tested
 from kl_repro.paper_a import matrix
 from kl_repro.paper_a.training.run import Run
 
@@ -79,6 +80,17 @@ class Results:
                 out.append({"seed": p.seed, **store.read_json(f)["result"]})
         return out
 
+    def evals_per_step(self, run_id: str) -> int:
+        """Rows through the network per optimisation step: ``B d`` for KL (one pass of ``B * d`` rows, eq. (19)),
+        ``B d'`` for the partial loss (20), ``B`` for the baseline (7) and KL* (25) (the losses' ``n_eval``)."""
+        cfg = self.matrix.spec(run_id)
+        planned = self.planned(run_id)
+        diff = planned[0].config.diffusion if planned else None
+        B = planned[0].config.train.B if planned else int(cfg.params.get("B", 16))
+        if diff is None or diff.model in ("baseline", "kl_star"):
+            return B
+        return B * (diff.d_prime if diff.model == "kl_partial" else diff.d)
+
     def train_rows(self, run_id: str) -> list[list[dict]]:
         """The training log rows of each started seed of the run (step time in s, peak memory in MB, ...)."""
         return [Run.open(p.run_dir).metrics("train") for p in self.planned(run_id) if (p.run_dir / "config.json").exists()]
@@ -116,7 +128,7 @@ def absent(res: Results, artefact: str) -> str | None:
         reason = "no run of this profile's matrix makes it"
     if reason is not None:
         store.save_artefact(res.name, artefact, {"ours": None, "paper": {"source": "see the paper"},
-                                                 "verdict": f"Cannot be tested at profile '{res.name}': {reason}.",
+                                                 "verdict": not_tested(f"profile '{res.name}' cannot make it: {reason}"),
                                                  "ours_summary": "absent at this profile"})
     return reason
 

@@ -1,0 +1,101 @@
+"""Paper A's effect statistics on synthetic curves with a planted answer: speed-up, final gap, censoring."""
+
+import math
+
+import numpy as np
+import pytest
+
+from kl_repro.core import verdict as V
+from kl_repro.evaluation.intervals import difference_interval, first_crossing, mean_interval, smooth
+from kl_repro.paper_a.statistics import final_gap_effect, seed_speedup, speedup_effect
+
+STEPS = np.arange(100, 3001, 100)
+
+
+def _curve(rng, speed: float, noise: float = 0.02, floor: float = 1.0) -> np.ndarray:
+    """``floor + 9 exp(-speed s / 400)`` with multiplicative noise: a run ``speed`` times faster than speed 1."""
+    return (floor + 9 * np.exp(-speed * STEPS / 400)) * np.exp(noise * rng.standard_normal(len(STEPS)))
+
+
+def _rows(seed: int, values) -> list[dict]:
+    return [{"seed": seed, "step": int(s), "value": float(v)} for s, v in zip(STEPS, values)]
+
+
+def _pairs(speed: float, seeds: int, rng, **kw) -> list[dict]:
+    out = []
+    for s in range(seeds):
+        base, kl = _rows(s, _curve(rng, 1.0)), _rows(s, _curve(rng, speed, **kw))
+        out.append(seed_speedup(base, kl, s))
+    return out
+
+
+def test_crossing_is_interpolated_and_smoothing_is_geometric():
+    assert first_crossing([100, 200, 300], [4.0, 2.0, 1.0], 3.0) == pytest.approx(150.0)
+    assert first_crossing([100, 200], [4.0, 3.5], 1.0) is None
+    assert smooth([1.0, 100.0, 1.0])[1] == pytest.approx(100 ** (1 / 3))
+
+
+def test_interval_contains_a_planted_speedup():
+    eff = speedup_effect(_pairs(1.6, 5, np.random.default_rng(0)), target=2.0)
+    iv = eff["interval"]
+    assert iv["lo"] < 1.6 < iv["hi"] and iv["hi"] - iv["lo"] < 0.5
+    assert eff["word"] == V.PARTLY and eff["censored"] == 0  # faster beyond the noise, short of 2x
+    assert speedup_effect(_pairs(2.6, 5, np.random.default_rng(1)))["word"] == V.HOLDS
+
+
+def test_planted_zero_effect_is_never_judged_holds():
+    words = [speedup_effect(_pairs(1.0, 3, np.random.default_rng(k)))["word"] for k in range(20)]
+    assert V.HOLDS not in words and words.count(V.PARTLY) <= 2
+    assert words.count(V.INCONCLUSIVE) >= 15
+
+
+def test_a_censored_seed_is_kept_with_its_bound():
+    rng = np.random.default_rng(3)
+    per_seed = _pairs(1.6, 2, rng) + _pairs(1.6, 1, rng, floor=1.3)  # third KL seed stalls above the target
+    never = per_seed[-1]
+    assert never["censored"] and never["kl_step"] is None
+    assert never["speedup"] == pytest.approx(never["baseline_step"] / 3000)  # the most KL's data allow
+    eff = speedup_effect(per_seed)
+    assert eff["n"] == 3 and eff["censored"] == 1 and eff["word"] == V.INCONCLUSIVE
+    all_never = _pairs(1.6, 3, rng, floor=1.3)
+    assert speedup_effect(all_never)["word"] == V.DOES_NOT_HOLD
+
+
+def test_final_gap_interval_and_words():
+    rng = np.random.default_rng(4)
+    base = 5.0 * np.exp(0.03 * rng.standard_normal(4))
+    kl = 3.5 * np.exp(0.03 * rng.standard_normal(4))
+    eff = final_gap_effect(list(kl), list(base), paper_ratio=3.6 / 5.35)
+    assert eff["interval"]["lo"] < -0.3 < eff["interval"]["hi"]
+    assert eff["word"] in (V.PARTLY, V.HOLDS)
+    same = [final_gap_effect(list(5 * np.exp(0.05 * r.standard_normal(3))), list(5 * np.exp(0.05 * r.standard_normal(3))),
+                             paper_ratio=3.6 / 5.35)["word"] for r in (np.random.default_rng(k) for k in range(20))]
+    assert V.HOLDS not in same and same.count(V.PARTLY) <= 2  # a 95 % interval errs on one side in ~1 case of 40
+    assert final_gap_effect([1.0], [2.0, 2.1])["word"] == V.NOT_TESTED  # one seed: no interval
+
+
+def test_intervals_cover_and_need_two_values():
+    assert math.isnan(mean_interval([1.0]).lo)
+    iv = mean_interval([1.0, 2.0, 3.0])
+    assert iv.lo < 2.0 < iv.hi and iv.hi - iv.lo == pytest.approx(2 * 4.303 * 1 / math.sqrt(3), rel=1e-3)
+    d = difference_interval([2.0, 2.2, 2.1], [1.0, 1.1, 0.9])
+    assert (d.lo, d.hi) == pytest.approx((1.1 - 0.2266, 1.1 + 0.2266), abs=1e-3)  # Welch: se 0.0816, 4 dof
+
+
+def test_forest_rows_come_from_the_stored_speedup_and_carry_the_paper_values(tmp_path, monkeypatch):
+    from kl_repro.core import store
+    from kl_repro.paper_a import forest
+    from kl_repro.paper_a.results import load_results
+
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
+    eff = speedup_effect(_pairs(1.6, 3, np.random.default_rng(5)), target=2.0, cost_ratio=1 / 8)
+    gap = final_gap_effect([3.5, 3.6, 3.4], [5.0, 5.2, 4.9], paper_ratio=3.6 / 5.35)
+    pair = {"kl": "KL-8d-b16", "baseline": "Baseline-b16", "effect": eff, "final_gap": gap}
+    store.save_artefact("smoke", "A.speedup", {"ours": {"per_data": {"digits": {"pairs": [pair]}}}, "verdict": "x"})
+    rows = forest.effect_rows(("smoke",))
+    assert [r["panel"] for r in rows] == [p[3] for p in forest.PANELS]
+    assert rows[1]["estimate"] == pytest.approx(rows[0]["estimate"] / 8)  # per network evaluation
+    assert rows[2]["estimate"] == pytest.approx(np.exp(np.mean(np.log([3.5, 3.6, 3.4])) - np.mean(np.log([5.0, 5.2, 4.9]))))
+    fig = forest.forest(load_results("smoke"))
+    assert fig is not None and store.load_artefact("smoke", "A.effects")["paper"]["speedup_per_evaluation"] == pytest.approx(
+        2 / (13.983 / 4.617), rel=1e-4)
