@@ -74,3 +74,11 @@ def smoke_build(tmp_path_factory):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(results), timeout=900, cwd=REPO)
     return {"proc": proc, "results": results, "build": build, "html": build / "book" / "_build" / "html",
             "interrupted": (first.returncode, out_first), "before": before}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), every test of the smoke book lands
+    on one worker, so the book is built once per session, not once per worker."""
+    for item in items:
+        if "smoke_build" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_book"))
