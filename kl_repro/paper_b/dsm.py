@@ -1,7 +1,8 @@
 """Continuous-time denoising score matching: a small score network and its training loop.
 
-Paper B, eq. (3) (score_sde ``get_sde_loss_fn``, ``lambda(t) = sigma_t^2``); Methods B.1.  Used for
-low-dimensional checks; the image experiments use exact scores (:mod:`kl_repro.paper_b.scores`).
+Paper B, eq. (3) (score_sde ``get_sde_loss_fn``, ``lambda(t) = sigma_t^2``); Methods B.1.  :func:`train_dsm`
+serves the low-dimensional checks; the image experiments train their network with the same
+:func:`dsm_loss` as a stored, resumable model (:mod:`kl_repro.paper_b.score_training`).
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 score_sde's models see VE data in ``[0, 1]`` and VP data in ``[-1, 1]`` (Methods B.1); the library's
 images are ``(N, C, H, W)`` floats in ``[-1, 1]`` or uint8 (:mod:`kl_repro.core.images`).  The score
-model of every image experiment is the ideal score of the pool (the Deviations page says why).
+model is the ideal score of the pool (exact, memorising: the reference) or a small network trained on
+the pool by DSM (:mod:`kl_repro.paper_b.score_training`; :func:`with_scores`); the Deviations page says why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -16,7 +17,9 @@ from kl_repro.data import DataConfig, load_images
 from kl_repro.paper_b.scores import IdealScore
 from kl_repro.paper_b.sde import VESDE, VPSDE
 
-__all__ = ["load_pool", "to_model", "to_library", "ImageSetup", "image_setup", "setup_from_images"]
+__all__ = ["load_pool", "to_model", "to_library", "ImageSetup", "image_setup", "setup_from_images", "with_scores", "IDEAL"]
+
+IDEAL = "ideal score of the pool"  # the score label of the exact-score reference
 
 
 def load_pool(dataset: str, n: int, split: str = "train", resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -42,7 +45,11 @@ def to_library(x_model: torch.Tensor, kind: str, shape: tuple[int, ...]) -> torc
 
 @dataclass
 class ImageSetup:
-    """Data and score models of the image experiments: ``images`` uint8 ``(n, C, H, W)``, model-scale pools and ideal scores per SDE."""
+    """Data and score models of the image experiments: ``images`` uint8 ``(n, C, H, W)``, model-scale pools and scores per SDE.
+
+    ``score_label`` names the score model in every row and verdict (:data:`IDEAL` or the trained network);
+    ``networks``: per SDE, the trained network's facts (label, parameters, training steps and seconds).
+    """
 
     dataset: str
     images: torch.Tensor
@@ -50,6 +57,8 @@ class ImageSetup:
     pools: dict
     scores: dict
     sdes: dict
+    score_label: str = IDEAL
+    networks: dict = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -75,3 +84,8 @@ def image_setup(dataset: str, pool: int, pc_N: int = 1000) -> ImageSetup:
         raise ConfigError(f"data set {dataset!r} is not available (set $KL_REPRO_DATA to the folder holding it)")
     test = load_pool(dataset, 10_000, split="test")
     return setup_from_images(dataset, data[0], None if test is None else test[0], pc_N)
+
+
+def with_scores(setup: ImageSetup, scores: dict, label: str, networks: dict | None = None) -> ImageSetup:
+    """``setup`` with other score models per SDE (e.g. trained networks), the same pools, SDEs and images."""
+    return replace(setup, scores=dict(scores), score_label=label, networks=dict(networks or {}))

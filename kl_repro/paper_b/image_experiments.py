@@ -2,8 +2,9 @@
 
 Every sampler config derives from one base :class:`~kl_repro.paper_b.fp_config.FPConfig` (the paper's
 hyperparameters, median-scaled bandwidths) by :func:`~kl_repro.paper_b.fp_config.fp_variant`.  Both
-samplers use the same ideal score on the same machine, so only ratios measured side by side mean
-anything (the Deviations page).  ``fd``: a :class:`~kl_repro.paper_b.image_runs.FrechetSpec`, or None
+samplers use the same score model of the :class:`~kl_repro.paper_b.image_data.ImageSetup` (a network
+trained by DSM, or the ideal score as the exact-score reference) on the same machine, so only ratios
+measured side by side mean anything (the Deviations page).  ``fd``: a :class:`~kl_repro.paper_b.image_runs.FrechetSpec`, or None
 to skip the Frechet distances.  Times are seconds.
 """
 
@@ -20,13 +21,13 @@ from kl_repro.paper_b.fp_config import FPConfig, fp_variant
 from kl_repro.paper_b.fp_operator import density_from_operator, fit_operator
 from kl_repro.paper_b.groups import group_references, sample_group
 from kl_repro.paper_b.image_data import ImageSetup, load_pool, setup_from_images, to_library
-from kl_repro.paper_b.image_runs import FrechetSpec, fp_group_times, fp_run, mean_pairwise, pc_run, timed
+from kl_repro.paper_b.image_runs import FrechetSpec, diversity, fp_group_times, fp_run, mean_pairwise, pc_run, timed
 from kl_repro.paper_b.inits import initial_points, structured_init
 from kl_repro.paper_b.langevin import run_chains
 from kl_repro.paper_b.memorisation import memorisation_report, nearest_neighbours
 from kl_repro.paper_b.pc import pc_preset, pc_sample
 
-__all__ = ["ABLATIONS", "table1", "table2", "table3", "fig2_inits", "ablations", "extra_datasets"]
+__all__ = ["ABLATIONS", "table1", "fd_seed_spread", "table2", "table3", "fig2_inits", "ablations", "extra_datasets"]
 
 IS_NOTE = "not computed: Inception logits need torch-fidelity's own weights (not available offline)"
 
@@ -34,9 +35,9 @@ IS_NOTE = "not computed: Inception logits need torch-fidelity's own weights (not
 def _pc_row(setup: ImageSetup, kind: str, pc_name: str, n: int, batch: int, seed: int, fd) -> tuple[dict, torch.Tensor]:
     pc = pc_run(setup, kind, pc_name, n, batch, seed)
     t_pc1 = timed(lambda: pc_sample(setup.scores[kind], setup.sdes[kind], 1, pc_preset(pc_name), torch.Generator().manual_seed(1)))
-    row = {"method": f"PC ({kind.upper()}, {pc['label']})", "sde": kind, "preset": "baseline", "time_1": t_pc1,
-           "time_100": pc["t_batch"] * 100 / batch, "nfe": pc["nfe"], "n_samples": len(pc["images"]),
-           "memorisation": pc["memorisation"]}
+    row = {"method": f"PC ({kind.upper()}, {pc['label']})", "sde": kind, "preset": "baseline", "score": setup.score_label,
+           "time_1": t_pc1, "time_100": pc["t_batch"] * 100 / batch, "nfe": pc["nfe"], "n_samples": len(pc["images"]),
+           "memorisation": pc["memorisation"], "diversity": diversity(pc["images"])}
     if fd:
         row["fd"] = fd(pc["images"], row["method"])
     return row, pc["images"]
@@ -47,6 +48,7 @@ def _fp_row(setup: ImageSetup, fcfg: FPConfig, fd) -> tuple[dict, torch.Tensor]:
     one = fp_group_times(setup, fcfg, 1, group=10_000)
     per_img = run["t_sampling_per_group"] / fcfg.n_per_group
     row = {"method": f"FP ({fcfg.sde.upper()}, preset {fcfg.preset})", "sde": fcfg.sde, "preset": fcfg.preset,
+           "score": setup.score_label, "diversity": diversity(run["images"], group_size=fcfg.n_per_group),
            "time_1": one["setup"] + one["sampling"], "time_1_no_setup": one["sampling"],
            "time_100": run["t_setup_per_group"] + per_img * 100, "time_100_no_setup": per_img * 100,
            "t_setup_group": run["t_setup_per_group"], "n_samples": len(run["images"]),
@@ -54,13 +56,13 @@ def _fp_row(setup: ImageSetup, fcfg: FPConfig, fd) -> tuple[dict, torch.Tensor]:
            "nonfinite_samples": run["report"]["nonfinite_samples"], "memorisation": run["memorisation"], "operator": run["operator"],
            "config": to_dict(fcfg)}
     if fd:
-        row["fd"] = fd(run["images"], row["method"])
+        row["fd"] = fd(run["images"], row["method"], group_size=fcfg.n_per_group)  # groups resampled as clusters
     return row, run["images"]
 
 
 def _add_speedups(rows: list[dict]) -> None:
     """Per-image time ratios PC / FP (with and without the FP set-up), per SDE, in place."""
-    for kind in ("ve", "vp"):
+    for kind in sorted({r["sde"] for r in rows}):
         pc_row = next(r for r in rows if r["sde"] == kind and r["preset"] == "baseline")
         for r in rows:
             if r["sde"] == kind and r["preset"] != "baseline":
@@ -70,17 +72,21 @@ def _add_speedups(rows: list[dict]) -> None:
                 r["speedup_100_no_setup"] = pc_row["time_100"] / r["time_100_no_setup"]
 
 
-def table1(setup: ImageSetup, base: FPConfig, pc_images: int, fd: FrechetSpec | None = None) -> dict:
-    """Paper B's Table 1 on this machine: FP (paper and recommended presets) against PC on the same ideal score.
+def table1(setup: ImageSetup, base: FPConfig, pc_images: int, fd: FrechetSpec | None = None, sdes=("ve", "vp")) -> dict:
+    """Paper B's Table 1 on this machine: FP (paper and recommended presets) against PC on the same score model.
 
-    FP: ``base.n_groups`` groups of ``base.n_per_group``; PC: ``pc_images`` images.  Times for 1 and 100
-    images (FP with and without set-up), FD/KD on the sampled images, the memorisation report, and the
+    The score model is ``setup``'s (the ideal score, or a trained network: :func:`~.image_data.with_scores`);
+    every row names it under ``"score"``.  FP: ``base.n_groups`` groups of ``base.n_per_group``; PC:
+    ``pc_images`` images; per SDE in ``sdes``.  Times for 1 and 100 images (FP with and without set-up),
+    FD/KD on the sampled images (with bootstrap resamples), diversity, the memorisation report, and the
     per-image time ratios PC / FP.  IS needs Inception logits that are not available offline; it is
     reported as such.
     """
     rows, images = [], {}
     n100 = min(100, base.n_per_group)
     for kind, pc_name in (("ve", "ve_pc1000"), ("vp", "vp_pc1000")):
+        if kind not in sdes:
+            continue
         row, images[f"pc_{kind}"] = _pc_row(setup, kind, pc_name, pc_images, n100, base.seed, fd)
         rows.append(row)
         for preset in ("paper", "recommended"):
@@ -90,7 +96,35 @@ def table1(setup: ImageSetup, base: FPConfig, pc_images: int, fd: FrechetSpec | 
     if fd and setup.test is not None:
         floor = fd(to_float(setup.test), f"held-out {setup.dataset} test images (floor)")
     _add_speedups(rows)
-    return {"rows": rows, "images": images, "fd_floor": floor, "IS": IS_NOTE}
+    return {"rows": rows, "images": images, "fd_floor": floor, "IS": IS_NOTE, "score": setup.score_label,
+            "networks": setup.networks}
+
+
+def fd_seed_spread(setup: ImageSetup, base: FPConfig, extra_seeds, fd: FrechetSpec, first: dict | None = None) -> dict | None:
+    """The Frechet distance of one FP set (VE, paper preset, ``base``'s groups) drawn with ``base.seed`` and each of ``extra_seeds``.
+
+    ``first``: Table 1's row of that set (seed ``base.seed``), reused instead of drawn again.  The spread over
+    seeds is the metric's noise at this sample count, beside the bootstrap spread of one set (``boot_std``)
+    that the verdicts' intervals rest on.  None when the sets are too small for a Frechet distance.
+    """
+    vals, boot, metric = [], [], None
+    if first is not None and not first.get("fd"):
+        return None
+    if first is not None:
+        vals.append(first["fd"]["value"])
+        boot.append(first["fd"].get("boot_std"))
+    for seed in extra_seeds:
+        res = fd(fp_run(setup, fp_variant(base, "paper", sde="ve", seed=seed), base.n_groups, base.n_per_group)["images"],
+                 f"FP VE paper preset, seed {seed}", group_size=base.n_per_group)
+        if res is None:  # too few images for a Frechet distance
+            return None
+        vals.append(res["value"])
+        boot.append(res.get("boot_std"))
+        metric = res["metric"]
+    return {"seeds": [base.seed] * (first is not None) + list(extra_seeds), "values": vals,
+            "std_over_seeds": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "boot_std": [b for b in boot if b is not None], "n_samples": base.n_groups * base.n_per_group,
+            "metric": metric, "score": setup.score_label}
 
 
 def table2(setup: ImageSetup, base: FPConfig, M_values, groups: int, per_group: int, fd: FrechetSpec | None = None) -> dict:
@@ -108,12 +142,13 @@ def table2(setup: ImageSetup, base: FPConfig, M_values, groups: int, per_group: 
                "time_100_no_setup": 100 * per_img, "n_samples": len(run["images"]), "mean_pairwise": mean_pairwise(run["images"]),
                "distinct_nn": run["memorisation"]["distinct_nn"], "d_train_median": run["memorisation"]["d_train_median"],
                **{k: run["operator"].get(k) for k in ("n_eff_prior", "n_eff_weights", "frac_negative_w")},
-               "fallback_steps": run["report"]["fallback_steps"]}
+               "fallback_steps": run["report"]["fallback_steps"],
+               "t_sampling_groups": [100 * g.t_sampling / per_group for g in run["groups"]]}  # seconds per 100 images, per group
         row["n_eff_weights_over_M"] = row["n_eff_weights"] / M if row["n_eff_weights"] else None
         if fd:
-            row["fd"] = fd(run["images"], f"FP VE paper preset, M={M}")
+            row["fd"] = fd(run["images"], f"FP VE paper preset, M={M}", group_size=per_group)
         rows.append(row)
-    return {"rows": rows}
+    return {"rows": rows, "score": setup.score_label}
 
 
 def _table3_group(setup: ImageSetup, fcfg: FPConfig, L_values, per_group: int, grp: int, per_L: dict) -> float:
@@ -161,9 +196,9 @@ def table3(setup: ImageSetup, base: FPConfig, L_values, groups: int, per_group: 
                "weight_corr_with_L1": float(np.mean(per_L[L]["w_corr"])), "lam_spread_tau": float(np.mean(per_L[L]["lam_spread"])),
                "fallback_steps": per_L[L]["fallback"]}
         if fd:
-            row["fd"] = fd(imgs, f"FP VE paper preset, L={L}")
+            row["fd"] = fd(imgs, f"FP VE paper preset, L={L}", group_size=per_group)
         rows.append(row)
-    return {"rows": rows, "M": fcfg.M, "ref_L": ref_L}
+    return {"rows": rows, "M": fcfg.M, "ref_L": ref_L, "score": setup.score_label}
 
 
 def fig2_inits(setup: ImageSetup, base: FPConfig, M: int, n_images: int, kind: str = "ve") -> dict:
@@ -185,7 +220,7 @@ def fig2_inits(setup: ImageSetup, base: FPConfig, M: int, n_images: int, kind: s
         d_ref, _ = nearest_neighbours(xf, torch.as_tensor(res.density.refs), k=1)
         out[preset] = {"images": to_library(res.samples, kind, setup.shape), "d_init": d_init.numpy(), "d_ref": d_ref[:, 0].numpy()}
     return {"inits": to_library(x0.reshape(len(x0), -1), kind, setup.shape), "kinds": kinds, "runs": out, "M": M,
-            "config": to_dict(fcfg)}
+            "config": to_dict(fcfg), "score": setup.score_label}
 
 
 #: E4's variants: name -> overrides of the paper preset ("preset" names another preset)
@@ -219,7 +254,9 @@ def ablations(setup: ImageSetup, base: FPConfig, n_images: int, fd: FrechetSpec 
         fcfg = fp_variant(base, preset, sde="ve", n_per_group=n_images, **ov)
         run = fp_run(setup, fcfg, 1, n_images)
         mem = run["memorisation"]
-        row = {"variant": name, "preset": fcfg.preset, "mean_pairwise": mean_pairwise(run["images"]),
+        div = diversity(run["images"])
+        row = {"variant": name, "preset": fcfg.preset, "score": setup.score_label, "mean_pairwise": div["mean_pairwise"],
+               "diversity_boot": div["boot"],
                "distinct_nn": mem["distinct_nn"], "d_train_median": mem["d_train_median"],
                "ratio_to_train_nn": mem["ratio_to_train_nn"], "frac_copies": mem["frac_copies"],
                "fallback_frac": run["report"]["fallback_steps"] / (n_images * fcfg.J),

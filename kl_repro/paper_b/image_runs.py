@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from kl_repro.core.config import Config, require
-from kl_repro.evaluation.distances import KIDConfig
+from kl_repro.evaluation.distances import KIDConfig, frechet_distance, gaussian_stats
 from kl_repro.evaluation.evaluate import default_extractor, evaluate_images
-from kl_repro.evaluation.features import check_extractor_name
-from kl_repro.evaluation.reference import ReferenceConfig
+from kl_repro.evaluation.features import build_extractor, check_extractor_name, extract_features
+from kl_repro.evaluation.reference import ReferenceConfig, reference_stats
 from kl_repro.paper_b.fp_config import FPConfig
 from kl_repro.paper_b.fp_operator import fit_density
 from kl_repro.paper_b.groups import group_references, sample_groups
@@ -27,7 +27,10 @@ from kl_repro.paper_b.langevin import run_chains
 from kl_repro.paper_b.memorisation import memorisation_report
 from kl_repro.paper_b.pc import pc_preset, pc_sample
 
-__all__ = ["FrechetSpec", "fp_run", "pc_run", "fp_group_times", "timed", "mean_pairwise"]
+__all__ = ["FrechetSpec", "resample_indices", "bootstrap_frechet", "boot_interval", "fp_run", "pc_run", "fp_group_times", "timed", "mean_pairwise",
+           "diversity"]
+
+LEVEL = 0.95  # confidence level of every bootstrap interval
 
 
 @dataclass(frozen=True)
@@ -36,25 +39,79 @@ class FrechetSpec(Config):
 
     ``extractor=None``: the data set's default (``clf`` for ``digits``, whose metric is FD_clf;
     Inception, i.e. FID, for the others).  ``reference_images``: the first N training images (None: all).
+    ``n_boot``: bootstrap resamples of the samples behind each distance (0: none), for the intervals of
+    the verdicts (:func:`bootstrap_frechet`).
     """
 
     dataset: str = "digits"
     extractor: str | None = None
     reference_images: int | None = None
+    n_boot: int = 200
 
     def check(self) -> None:
         require(self.reference_images is None or self.reference_images >= 2, "reference_images must be None or >= 2")
+        require(self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot}")
         if self.extractor is not None:
             check_extractor_name(self.extractor)
 
-    def __call__(self, images: torch.Tensor, sampler: str) -> dict | None:
-        """Frechet distance (and KID) of library ``images`` as a dict (metric name under ``"metric"``); None for < 10 images."""
+    @property
+    def reference(self) -> ReferenceConfig:
+        return ReferenceConfig(dataset=self.dataset, split="train", num_images=self.reference_images)
+
+    def __call__(self, images: torch.Tensor, sampler: str, group_size: int | None = None) -> dict | None:
+        """Frechet distance (and KID) of library ``images`` as a dict (metric name under ``"metric"``); None for < 10 images.
+
+        With ``n_boot``, ``"boot"`` holds the distance of each bootstrap resample (``(n_boot,)``, seeded) and
+        ``"boot_std"`` their standard deviation: the sampling noise of the metric at this sample count.
+        ``group_size``: the images come in groups of this size that share random draws (an FP group's
+        references and density), resampled as clusters (:func:`resample_indices`).
+        """
         if len(images) < 10:
             return None
         extractor = self.extractor or default_extractor(self.dataset)
-        ref = ReferenceConfig(dataset=self.dataset, split="train", num_images=self.reference_images)
-        res = evaluate_images(images, ref, sampler, extractor=extractor, kid=KIDConfig())  # KID subset capped, reported
-        return res.as_dict()
+        res = evaluate_images(images, self.reference, sampler, extractor=extractor, kid=KIDConfig()).as_dict()  # KID subset capped, reported
+        if self.n_boot:
+            res["boot"] = bootstrap_frechet(images, self, self.n_boot, group_size=group_size)
+            res["boot_std"] = float(np.std(res["boot"]))
+        return res
+
+
+def resample_indices(n: int, b: int, seed: int = 0, group_size: int | None = None) -> np.ndarray:
+    """Bootstrap resample ``b`` of ``n`` items (``default_rng((seed, b))``), ``(n,)``.
+
+    Without ``group_size``: ``n`` draws with replacement.  With it (items in consecutive groups that share
+    random draws, e.g. the FP sampler's groups): a two-stage cluster bootstrap, groups drawn with
+    replacement, then items within each drawn group, so the between-group variance is in the resamples.
+    Two sets of the same size and grouping get the same indices (paired resampling, for common random numbers).
+    """
+    rng = np.random.default_rng((seed, b))
+    if not group_size or group_size >= n or n % group_size:
+        return rng.integers(0, n, n)
+    g = n // group_size
+    return (rng.integers(0, g, g)[:, None] * group_size + rng.integers(0, group_size, (g, group_size))).reshape(-1)
+
+
+def bootstrap_frechet(images: torch.Tensor, how: FrechetSpec, n_boot: int, seed: int = 0, group_size: int | None = None) -> np.ndarray:
+    """The Frechet distance of ``n_boot`` resamples (:func:`resample_indices`, same size) of ``images``, ``(n_boot,)``.
+
+    Features are extracted once.  Sets drawn with common random numbers (Table 3's rows) are resampled in
+    pairs; for unrelated sets the pairing is immaterial.
+    """
+    extractor = build_extractor(how.extractor or default_extractor(how.dataset), how.reference)
+    stats = reference_stats(how.reference, extractor)
+    feats = extract_features(extractor, images)["features"]
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = resample_indices(len(feats), b, seed, group_size)
+        out[b] = frechet_distance(*gaussian_stats(feats[idx]), stats.mu, stats.sigma)
+    return out
+
+
+def boot_interval(boot_a: np.ndarray, boot_b: np.ndarray | None = None, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile interval of ``boot_a`` (or of ``boot_a - boot_b``, resamples of two independent sets)."""
+    d = np.asarray(boot_a) - (0.0 if boot_b is None else np.asarray(boot_b))
+    a = (1 - level) / 2
+    return float(np.quantile(d, a)), float(np.quantile(d, 1 - a))
 
 
 def _operator_summary(groups, L: int) -> tuple[dict, np.ndarray | None]:
@@ -120,3 +177,18 @@ def mean_pairwise(x: torch.Tensor) -> float:
     D = torch.cdist(f, f)
     n = len(f)
     return float(D.sum() / max(n * (n - 1), 1))
+
+
+def diversity(x: torch.Tensor, n_boot: int = 200, seed: int = 0, group_size: int | None = None) -> dict:
+    """Mean pairwise distance of ``x`` ``(n, ...)`` and of ``n_boot`` resamples (:func:`resample_indices`; pairs of one
+    image with itself left out).  Returns ``{"mean_pairwise": float, "boot": (n_boot,)}``."""
+    f = x.reshape(x.shape[0], -1).double()
+    D = torch.cdist(f, f).numpy()
+    n = len(f)
+    boot = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = resample_indices(n, b, seed, group_size)
+        sub = D[np.ix_(idx, idx)]
+        keep = idx[:, None] != idx[None, :]
+        boot[b] = sub[keep].mean() if keep.any() else 0.0
+    return {"mean_pairwise": mean_pairwise(x), "boot": boot}

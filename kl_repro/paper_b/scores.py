@@ -1,10 +1,11 @@
-"""Score models: the exact scores that stand in for paper B's networks, and a network wrapper.
+"""Score models: exact scores (the references beside paper B's networks), and a network wrapper.
 
 A *score model* is any callable ``score(x, t) -> (N, *shape)`` with ``x`` of shape ``(N, *shape)``,
 ``t`` of shape ``(N,)`` (or a float), and an attribute ``shape`` (the per-sample shape).
 
 * :class:`IdealScore`: the exact score of the perturbed empirical measure of a finite set (a
-  memorising model; why it replaces the paper's U-Nets is on the Deviations page);
+  memorising model: the exact-score reference of the image experiments, beside the small network
+  trained by DSM in :mod:`kl_repro.paper_b.trained_score`; the Deviations page);
 * :class:`GaussianMixture` / :class:`MixtureScore`: exact scores of isotropic Gaussian mixtures
   (the 2-D problem of the checks in Methods B.5);
 * :class:`NetScore`: a network with score_sde's continuous-checkpoint conventions (Methods B.1).

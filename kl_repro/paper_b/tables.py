@@ -9,7 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["ou_table", "mixture_table", "image_spectra_table", "e1_table", "e2_tables", "table1_frames", "rows_with_fd"]
+from kl_repro.paper_b.image_runs import boot_interval
+from kl_repro.paper_b.verdicts import deep_speedups
+
+__all__ = ["ou_table", "mixture_table", "image_spectra_table", "e1_table", "e2_tables", "table1_frame", "rows_with_fd",
+           "score_models_table"]
 
 
 def ou_table(ou: dict) -> pd.DataFrame:
@@ -46,20 +50,61 @@ def e2_tables(e2: dict) -> dict:
     return {"predicted mode masses": preds, "mode frequencies of the samplers": runs}
 
 
-def table1_frames(t1: dict, paper: dict) -> dict:
-    """Table 1: ours (times, speed-ups, NFE, FD and KD, fallbacks) and the paper's."""
-    cols = ["method", "time_1", "time_1_no_setup", "time_100", "time_100_no_setup", "speedup_1", "speedup_100", "nfe"]
-    fd_name = next((r["fd"]["metric"] for r in t1["rows"] if r.get("fd")), "FD")
-    kd_name = next((r["fd"]["kid_metric"] for r in t1["rows"] if r.get("fd")), "KD")
-    ours = pd.DataFrame([{**{c: r.get(c) for c in cols}, fd_name: (r["fd"]["value"] if r.get("fd") else None),
-                          kd_name: (r["fd"]["kid_mean"] if r.get("fd") else None), "IS": "n/a (offline)",
-                          "fallback steps": r.get("fallback_steps"), "n": r["n_samples"]} for r in t1["rows"]])
-    theirs = pd.DataFrame([{"method": k, **dict(p)} for k, p in paper["table1"].items() if isinstance(p, dict)])
-    return {"ours (seconds on this machine)": ours.style.format(precision=3, na_rep="-"), "paper (seconds on an RTX 3090Ti)": theirs}
+def _ours_rows(t1: dict, group: str) -> list[dict]:
+    out = []
+    for r in t1["rows"]:
+        fd = r.get("fd") or {}
+        lo, hi = boot_interval(fd["boot"]) if fd.get("boot") is not None else (None, None)
+        out.append({"group": group, "method": r["method"], "time_1": r.get("time_1"), "time_1_no_setup": r.get("time_1_no_setup"),
+                    "time_100": r.get("time_100"), "time_100_no_setup": r.get("time_100_no_setup"), "speedup_1": r.get("speedup_1"),
+                    "speedup_100": r.get("speedup_100"), "nfe": r.get("nfe"), "quality": fd.get("metric"), "value": fd.get("value"),
+                    "95% interval": None if lo is None else f"[{lo:.3g}, {hi:.3g}]", "KD": fd.get("kid_mean"),
+                    "IS": "n/a (offline)", "n": r["n_samples"]})
+    return out
+
+
+def table1_frame(t1: dict, ideal: dict | None, deep_rows: list[dict] | None, paper: dict, dataset: str):
+    """Table 1 in groups of rows: the paper's numbers, ours with the trained network, the deep-network timing, the ideal score.
+
+    Times in seconds (the paper's on an RTX 3090Ti, ours on this CPU), quality with its metric's name (the
+    paper's FID; ours FD_clf or FID with a 95 % bootstrap interval over the samples).
+    """
+    src = paper["table1"].get("source", "Paper B, Table 1")
+    rows = [{"group": f"paper ({src})", "method": k, "time_1": p.get("time_1_image_s"), "time_100": p.get("time_100_images_s"),
+             "quality": "FID", "value": p.get("FID"), "IS": p.get("IS"), "n": 50_000}
+            for k, p in paper["table1"].items() if isinstance(p, dict)]
+    rows += _ours_rows(t1, f"ours, {t1['score']} on {dataset}")
+    ratios = {(d["network"], d["pc"]): d for d in deep_speedups(deep_rows)}
+    for r in deep_rows or []:
+        pc = ratios.get((r["network"], r["sampler"]), {})
+        rows.append({"group": "ours, NCSN++ / DDPM++ deep timing (random weights, this machine)",
+                     "method": f"{r['network']}, {r['sampler']}", "nfe": r.get("nfe"),
+                     "time_1": r["s_per_image_1_with_setup"], "time_1_no_setup": r["s_per_image_1"],
+                     "time_100": 100 * r["s_per_image_100_with_setup"], "time_100_no_setup": 100 * r["s_per_image_100"],
+                     "speedup_1": pc.get("speedup_1"), "speedup_100": pc.get("speedup_100"),
+                     "quality": "not measured (random weights)"})
+    if ideal is not None:
+        rows += _ours_rows(ideal, f"reference: {ideal['score']} ({dataset}, exact score)")
+    cols = ["group", "method", "time_1", "time_1_no_setup", "time_100", "time_100_no_setup", "speedup_1", "speedup_100", "nfe",
+            "quality", "value", "95% interval", "KD", "IS", "n"]
+    return pd.DataFrame(rows).reindex(columns=cols)
 
 
 def rows_with_fd(rows: list[dict]):
-    """Result rows with their Frechet distance as one column named after the metric (``FD_clf``, ``FID``)."""
+    """Result rows with their Frechet distance (and its 95 % bootstrap interval) as columns named after the metric."""
     fd_name = next((r["fd"]["metric"] for r in rows if r.get("fd")), "FD")
-    return pd.DataFrame([{**{k: x for k, x in r.items() if k != "fd"}, fd_name: (r["fd"]["value"] if r.get("fd") else None)}
-                         for r in rows]).style.format(precision=3, na_rep="-")
+    out = []
+    for r in rows:
+        fd = r.get("fd") or {}
+        ival = boot_interval(fd["boot"]) if fd.get("boot") is not None else None
+        out.append({**{k: x for k, x in r.items() if k not in ("fd", "diversity_boot", "t_sampling_groups")},
+                    fd_name: fd.get("value"), "95% interval": None if ival is None else "[%.3g, %.3g]" % ival})
+    return pd.DataFrame(out).style.format(precision=3, na_rep="-")
+
+
+def score_models_table(networks: dict) -> pd.DataFrame:
+    """One row per trained score network: SDE, architecture, parameters, steps, training seconds, final loss, reused."""
+    return pd.DataFrame([{"sde": k.upper(), "network": n["label"], "parameters": n["parameters"], "steps": n["steps"],
+                          "batch": n["config"]["batch"], "lr": n["config"]["lr"], "training s": n["seconds"],
+                          "final DSM loss": n["final_loss"], "loaded from the results folder": n["reused"]}
+                         for k, n in networks.items()])
