@@ -76,9 +76,11 @@ def smoke_build(tmp_path_factory):
             "interrupted": (first.returncode, out_first), "before": before}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the group marks
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), every test of the smoke book lands
-    on one worker, so the book is built once per session, not once per worker."""
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``): every test of the smoke book lands
+    on one worker, so the book is built once per session; every other test runs on the worker of the rest of
+    its file, so a module-scoped fixture (the dry paper matrix, the gpu-check run) is also set up once."""
     for item in items:
-        if "smoke_build" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke_book"))
+        group = "smoke_book" if "smoke_build" in getattr(item, "fixturenames", ()) else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
