@@ -26,11 +26,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-# Two pytest-xdist workers: most tests use one core; the smoke book's tests share one worker (tests/conftest.py).
+# Two pytest-xdist workers: most tests use one core. The smoke book's tests share one worker and each other file runs whole on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25
 
 reproduce: $(STAMP)
 	$(VENV)/bin/kl-repro reproduce --profile $(PROFILE)

@@ -6,6 +6,7 @@ finished runs (issue 7) and that the resumed build is complete.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,11 +78,25 @@ def smoke_build(tmp_path_factory):
             "interrupted": (first.returncode, out_first), "before": before}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the group marks
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``): every test of the smoke book lands
-    on one worker, so the book is built once per session; every other test runs on the worker of the rest of
-    its file, so a module-scoped fixture (the dry paper matrix, the gpu-check run) is also set up once."""
-    for item in items:
-        group = "smoke_book" if "smoke_build" in getattr(item, "fixturenames", ()) else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
+def _smoke_book_tests() -> set[str]:
+    """``file::name`` of every test that takes the smoke book (``smoke_build``, or ``browser_page`` built on it)."""
+    found = set()
+    for f in Path(__file__).parent.glob("test_*.py"):
+        for m in re.finditer(r"^def (test_\w+)\(([^)]*)\)", f.read_text(), flags=re.M):
+            if "smoke_build" in m.group(2) or "browser_page" in m.group(2):
+                found.add(f"{f.name}::{m.group(1)}")
+    return found
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``make test`` runs ``-n 2``): every test of the smoke book runs on one worker, so the
+    book is built once per session; every other file runs whole on one worker, so its module-scoped fixtures
+    (the dry paper matrix, the gpu-check run) are set up once.  (xdist's own ``loadgroup`` did not group here.)"""
+    smoke = _smoke_book_tests()
+
+    class SmokeBookScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path, _, rest = nodeid.partition("::")
+            return "smoke_book" if f"{Path(path).name}::{rest.split('[')[0]}" in smoke else path
+
+    return SmokeBookScheduling(config, log)
