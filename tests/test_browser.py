@@ -58,6 +58,7 @@ def browser_page(smoke_build):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)  # a page of the book loads in seconds; a loaded CI worker may take longer
         external = []
 
         def route(r):
