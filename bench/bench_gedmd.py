@@ -30,6 +30,8 @@ import time
 import numpy as np
 import torch
 
+from bench.bench_paper_b import _points_784
+
 BUDGET_S = 240.0  # the share of `make bench` this benchmark may use
 MS = (1000, 2000, 3000, 5000, 7000, 10000)
 MS_QUICK = (500, 1000)
@@ -37,16 +39,8 @@ D = 784
 
 
 def _points(M: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    from kl_repro.core.config import ConfigError
-    from kl_repro.data import DataConfig, load_images
-
-    try:
-        x, _ = load_images(DataConfig(name="mnist", resolution=28, subset=M, flip=False))
-        if len(x) == M:
-            return x.reshape(M, -1).double().numpy() / 255.0, "MNIST 28x28"
-    except (ConfigError, FileNotFoundError, OSError):
-        pass
-    return np.random.default_rng(seed).uniform(0, 1, (M, D)), "uniform noise in [0,1]^784 (MNIST not found)"
+    """M points in 784-d: MNIST when present, else uniform noise (the same points as bench_paper_b)."""
+    return _points_784(M, seed)
 
 
 def _problem(M: int, seed: int = 0):

@@ -5,6 +5,7 @@ again, so the same session checks that an interrupted ``make reproduce`` resumes
 finished runs (issue 7) and that the resumed build is complete.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -19,8 +20,8 @@ from xdist.scheduler import LoadScopeScheduling
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def one_thread():
+@contextlib.contextmanager
+def _single_thread():
     """One torch and one BLAS thread: small problems run fastest so on a shared 2-core machine (speed only)."""
     from threadpoolctl import threadpool_limits
 
@@ -33,6 +34,20 @@ def one_thread():
             yield
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch and one BLAS thread for the test."""
+    with _single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One torch and one BLAS thread for the whole module."""
+    with _single_thread():
+        yield
 
 
 def _env(results: Path, env_extra: dict | None = None) -> dict:

@@ -126,18 +126,6 @@ def dry(tmp_path_factory, one_thread_module):
         mp.undo()
 
 
-@pytest.fixture(scope="module")
-def one_thread_module():
-    """One torch and BLAS thread for the module (small problems run fastest so on a shared 2-core machine)."""
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def test_every_paper_run_builds_with_its_real_configuration():
