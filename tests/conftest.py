@@ -103,6 +103,13 @@ def _smoke_book_tests() -> set[str]:
     return found
 
 
+def pytest_collection_modifyitems(config, items):
+    """Put the smoke book's tests first (a stable sort): its build is the longest single piece of work, so under
+    ``-n 2`` it starts at once on one worker while the other takes every other file."""
+    smoke = _smoke_book_tests()
+    items.sort(key=lambda item: f"{item.path.name}::{item.originalname}" not in smoke)
+
+
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist (``make test`` runs ``-n 2``): every test of the smoke book runs on one worker, so the
     book is built once per session; every other file runs whole on one worker, so its module-scoped fixtures
