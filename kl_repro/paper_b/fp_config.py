@@ -46,7 +46,7 @@ class FPConfig(Config):
     coeffs: Literal["paper", "biorthogonal"] = "paper"  # eq. (14) or biorthogonal projection
     literal_index: bool = False  # True: solve the Koopman problem, as eqs. (7)+(9) literally do
     regularisation: Literal["truncated", "tikhonov"] = "truncated"
-    gram_rtol: float = 1e-10  # truncation of the G0 eigenbasis
+    gram_rtol: float = 1e-12  # truncation of the G0 eigenbasis (gedmd.GRAM_RTOL; Deviations)
     weights: Literal["operator", "uniform", "stationary"] = "operator"  # uniform: plain-KDE control
     neg_policy: Literal["positive_part", "abs", "clip"] = "positive_part"  # score where p0 <= 0
     output: Literal["last", "mean", "tweedie"] = "last"  # paper: last iterate
