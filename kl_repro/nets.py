@@ -49,7 +49,7 @@ class NetConfig(Config):
     flash_attn: bool = False  # numerically irrelevant (lucidrains' default; its README example sets True)
     sinusoidal_pos_emb_theta: int = 10000
     # --- how the basis index k enters (Methods A.5; the Deviations page) ---
-    k_cond: Literal["time_offset", "learned_zero_init"] = "time_offset"
+    k_cond: Literal["time_offset", "learned_zero_init", "sinusoidal_added"] = "time_offset"
     k_offset: float = 1000.0  # time-input offset per basis term, in 1000-step units
     # --- MLP for 2-D data (our choice; the paper has no 2-D experiments) ---
     mlp_hidden: int = 256
@@ -95,6 +95,29 @@ class KTimeEmbedding(nn.Module):
             h = self._modules[str(i)](h)
         if time_k.ndim == 2:
             h = h + self.k_embed(time_k[:, 1].round().long())
+        return h
+
+
+class KSinusoidalTimeEmbedding(nn.Module):
+    """lucidrains' time MLP with a fixed sinusoidal embedding of ``k`` added to the time's (``sinusoidal_added``).
+
+    ``h = MLP(SinEmb(t) + SinEmb(k))``: the first layer of the time MLP is the sinusoidal embedding
+    itself, applied to ``k`` (0-based) as to the time; no new parameters, state-dict keys equal the plain
+    ``nn.Sequential``'s.  One reading of "no additional learnable parameters" (Paper A, Sec. 4; Methods A.5).
+    Input: ``(B,)`` time (no k) or ``(B, 2)`` rows ``(time, k)``.
+    """
+
+    def __init__(self, time_mlp: nn.Sequential):
+        super().__init__()
+        self.n_layers = len(time_mlp)
+        for i, layer in enumerate(time_mlp):
+            self.add_module(str(i), layer)
+
+    def forward(self, time_k: torch.Tensor) -> torch.Tensor:
+        embed = self._modules["0"]
+        h = embed(time_k) if time_k.ndim == 1 else embed(time_k[:, 0]) + embed(time_k[:, 1])
+        for i in range(1, self.n_layers):
+            h = self._modules[str(i)](h)
         return h
 
 
@@ -185,6 +208,8 @@ def build_net(cfg: NetConfig, data_shape: tuple[int, ...], out_mult: int = 1, d:
         time_dim = 4 * cfg.mlp_time_dim
     if cfg.k_cond == "learned_zero_init":
         backbone.time_mlp = KTimeEmbedding(backbone.time_mlp, d, time_dim)
+    elif cfg.k_cond == "sinusoidal_added":
+        backbone.time_mlp = KSinusoidalTimeEmbedding(backbone.time_mlp)
     net = DiffusionNet(backbone, cfg.k_cond, cfg.k_offset, cfg.channels_last, out_mult, d)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)

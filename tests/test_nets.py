@@ -53,6 +53,24 @@ def test_learned_zero_init_starts_equal_for_every_k_and_loads_baseline_weights()
     assert not torch.allclose(net(x, t, torch.full((4,), 2)), ref, atol=1e-3)
 
 
+def test_sinusoidal_added_conditioning_adds_no_parameters_and_separates_the_terms():
+    """``sinusoidal_added``: MLP(SinEmb(t) + SinEmb(k)); same keys as the baseline, and k = 0 is not the baseline either."""
+    torch.manual_seed(0)
+    base = build_net(TINY, (1, 8, 8))
+    net = build_net(TINY.replace(k_cond="sinusoidal_added"), (1, 8, 8), d=4)
+    missing, unexpected = net.load_state_dict(base.state_dict(), strict=True)
+    assert missing == [] and unexpected == [] and count_parameters(net) == count_parameters(base)
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([49.0, 99.0, 149.0, 999.0])
+    outs = [net(x, t, torch.full((4,), k)) for k in range(4)]
+    assert all(not torch.allclose(outs[i], outs[j], atol=1e-4) for i in range(4) for j in range(i))
+    assert torch.equal(net(x, t), base(x, t))  # without k the network is the baseline's
+    emb = base.backbone.time_mlp[0]
+    h = emb(t) + emb(torch.full((4,), 2.0))
+    for layer in list(base.backbone.time_mlp)[1:]:
+        h = layer(h)
+    assert torch.allclose(net.backbone.time_mlp(torch.stack([t, torch.full((4,), 2.0)], 1)), h, atol=1e-6)
+
+
 @pytest.mark.parametrize("cfg,shape,msg", [
     (TINY.replace(channels=3), (1, 8, 8), "channels=3"),
     (NetConfig(dim=8, dim_mults=(1, 2, 4, 8)), (1, 12, 12), "divisible"),

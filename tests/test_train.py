@@ -303,6 +303,18 @@ def test_flat_parameters_have_the_run_configs_defaults():
     assert page.run_config() == RunConfig()
 
 
+def test_readings_of_the_lost_equations_reach_the_run_config():
+    """``k_cond``, ``kl_loss_form``, ``kl_noise_norm``: one flat parameter each; left out, the run (and its hash) is unchanged."""
+    cfg = TrainParams(model="kl", k_cond="sinusoidal_added", kl_loss_form="per_term", kl_noise_norm="unit").run_config()
+    assert (cfg.net.k_cond, cfg.diffusion.kl_loss_form, cfg.diffusion.kl_noise_norm) == ("sinusoidal_added", "per_term", "unit")
+    assert TrainParams(model="kl", k_cond="time_offset").run_config() == TrainParams(model="kl").run_config()
+    assert run_name(TrainParams(model="kl", kl_loss_form="per_term").run_config()) != run_name(TrainParams(model="kl").run_config())
+    with pytest.raises(ConfigError, match="learned_zero_init"):  # fine-tuning keeps its reading
+        TrainParams(model="kl", init_from="digits-baseline-b16-s0-0123456789", k_cond="time_offset").run_config()
+    with pytest.raises(ConfigError):
+        TrainParams(model="kl", k_cond="onehot")
+
+
 def test_fine_tuning_parameters_name_the_base_run_in_the_runs_folder(tmp_path):
     cfg = TrainParams(model="kl", init_from="digits-baseline-b16-s0-0123456789").run_config(tmp_path / "runs")
     assert cfg.init_from == str(tmp_path / "runs" / "digits-baseline-b16-s0-0123456789")

@@ -181,7 +181,8 @@ class TrainParams(Config):
     ``T`` 20 for KL models, 1 and 1000 for the baseline (Methods A.3-A.5); DDIM takes every 50th of
     the baseline's 1000 levels (``S = 20``) and every grid point of a KL model (``S = T``; Methods A.6).
     The network kind (U-Net, or an MLP for ``toy2d``), DDIM's clipping (off for ``toy2d``) and how a
-    fine-tuned KL network sees ``k`` (zero-initialised embedding; Methods A.7) follow the data and ``init_from``.
+    fine-tuned KL network sees ``k`` (zero-initialised embedding; Methods A.7) follow the data and ``init_from``;
+    ``k_cond``, ``kl_loss_form`` and ``kl_noise_norm`` set the other readings of Paper A's lost equations.
     """
 
     dataset: DatasetName = _default(DataConfig, "name")
@@ -210,6 +211,10 @@ class TrainParams(Config):
     init_from: str | None = _default(RunConfig, "init_from")  # a baseline run's folder, or its name under runs_dir
     finetune_correction: Literal["split", "first_term", "none"] = _default(RunConfig, "finetune_correction")
     label: str = _default(RunConfig, "label")
+    # readings of the lost equations (Methods A.5; Deviations): None follows the model (see above)
+    k_cond: Literal["time_offset", "learned_zero_init", "sinusoidal_added"] | None = None
+    kl_loss_form: Literal["sum", "per_term"] = _default(DiffusionConfig, "kl_loss_form")
+    kl_noise_norm: Literal["none", "unit"] = _default(DiffusionConfig, "kl_noise_norm")
     threads: int | None = _default(TrainConfig, "threads")  # torch CPU threads (speed only; not part of the run's hash)
 
     def run_config(self, runs_dir: str | Path | None = None) -> RunConfig:
@@ -218,10 +223,11 @@ class TrainParams(Config):
         init = self.init_from
         if init is not None and runs_dir is not None and not Path(init).is_absolute() and not Path(init).exists():
             init = str(Path(runs_dir) / init)
-        k_cond = "learned_zero_init" if init is not None and self.model in ("kl", "kl_partial") else "time_offset"
+        k_cond = self.k_cond or ("learned_zero_init" if init is not None and self.model in ("kl", "kl_partial") else "time_offset")
         net = NetConfig(kind="mlp" if toy else "unet", dim=self.dim, dim_mults=self.dim_mults, attn_heads=self.attn_heads,
                         attn_dim_head=self.attn_dim_head, k_cond=k_cond)
-        diffusion = DiffusionConfig(model=self.model, d=self.d, d_prime=self.d_prime, T=self.T)
+        diffusion = DiffusionConfig(model=self.model, d=self.d, d_prime=self.d_prime, T=self.T,
+                                    kl_loss_form=self.kl_loss_form, kl_noise_norm=self.kl_noise_norm)
         S = self.ddim_S if self.ddim_S is not None else (_default(DDIMConfig, "S") if self.model == "baseline" else diffusion.T)
         train = TrainConfig(steps=self.steps, B=self.B, seed=self.seed, lr=self.lr, grad_accum=self.grad_accum,
                             checkpoint_every=self.checkpoint_every, sample_every=self.sample_every,
