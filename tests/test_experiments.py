@@ -100,6 +100,16 @@ def test_speedup_is_the_ratio_of_steps_to_the_baseline_best():
     assert json.dumps(sp)  # serialisable for the artefact
 
 
+def test_speedup_target_is_the_papers_factor_for_each_data_set():
+    """"About 2x" on MNIST-32 and CelebAHQ-64, "more than 3x" on CIFAR10-32 and CelebAHQ-128 (Paper A, abstract, App. D)."""
+    from kl_repro.paper_a.tables import speedup_target
+
+    assert [speedup_target(d) for d in ("mnist", "celebahq64", "cifar10", "celebahq128", "digits")] == [2.0, 2.0, 3.0, 3.0, 2.0]
+    base = _rows(0, [(250, 10.0), (500, 6.0), (750, 5.0), (1000, 5.5)])
+    sp = speedup(_FakeResults({"digits/baseline-b16-long": base, "digits/kl8-b16-long": base}), "digits")
+    assert sp["pairs"][0]["effect"]["target"] == 2.0
+
+
 def test_speedup_verdicts():
     def mk(m, censored=False, seeds=(0.98, 1.0, 1.02)):
         per_seed = [{"speedup": m * f, "censored": censored, "baseline_plateaued": True} for f in seeds]
