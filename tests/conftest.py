@@ -115,6 +115,7 @@ def pytest_xdist_make_scheduler(config, log):
     book is built once per session; every other file runs whole on one worker, so its module-scoped fixtures
     (the dry paper matrix, the gpu-check run) are set up once.  (xdist's own ``loadgroup`` did not group here.)"""
     smoke = _smoke_book_tests()
+    config.option.loadscopereorder = False  # keep the collection order (smoke book first), not xdist's largest-scope-first
 
     class SmokeBookScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
