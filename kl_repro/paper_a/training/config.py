@@ -216,6 +216,9 @@ class TrainParams(Config):
     kl_loss_form: Literal["sum", "per_term"] = _default(DiffusionConfig, "kl_loss_form")
     kl_noise_norm: Literal["none", "unit"] = _default(DiffusionConfig, "kl_noise_norm")
     threads: int | None = _default(TrainConfig, "threads")  # torch CPU threads (speed only; not part of the run's hash)
+    # fast paths (same maths, rounded differently, so they enter the run's hash when on; make bench measures them)
+    channels_last: bool = _default(NetConfig, "channels_last")
+    fused_adamw: bool = _default(TrainConfig, "fused_adamw")
 
     def run_config(self, runs_dir: str | Path | None = None) -> RunConfig:
         """The validated :class:`RunConfig`; a relative ``init_from`` that is no existing path names a run under ``runs_dir``."""
@@ -225,13 +228,14 @@ class TrainParams(Config):
             init = str(Path(runs_dir) / init)
         k_cond = self.k_cond or ("learned_zero_init" if init is not None and self.model in ("kl", "kl_partial") else "time_offset")
         net = NetConfig(kind="mlp" if toy else "unet", dim=self.dim, dim_mults=self.dim_mults, attn_heads=self.attn_heads,
-                        attn_dim_head=self.attn_dim_head, k_cond=k_cond)
+                        attn_dim_head=self.attn_dim_head, k_cond=k_cond, channels_last=self.channels_last)
         diffusion = DiffusionConfig(model=self.model, d=self.d, d_prime=self.d_prime, T=self.T,
                                     kl_loss_form=self.kl_loss_form, kl_noise_norm=self.kl_noise_norm)
         S = self.ddim_S if self.ddim_S is not None else (_default(DDIMConfig, "S") if self.model == "baseline" else diffusion.T)
         train = TrainConfig(steps=self.steps, B=self.B, seed=self.seed, lr=self.lr, grad_accum=self.grad_accum,
                             checkpoint_every=self.checkpoint_every, sample_every=self.sample_every,
-                            eval_every=self.eval_every, n_grid_samples=self.n_grid_samples, threads=self.threads)
+                            eval_every=self.eval_every, n_grid_samples=self.n_grid_samples, threads=self.threads,
+                            fused_adamw=self.fused_adamw)
         return RunConfig(data=DataConfig(name=self.dataset, resolution=self.resolution, split=self.split, subset=self.subset),
                          net=net, diffusion=diffusion, train=train, sampler=DDIMConfig(eta=self.ddim_eta, S=S, clip_x0=not toy),
                          label=self.label, init_from=init,
