@@ -86,47 +86,27 @@ def _visit(page, url):
     return errors
 
 
-def _screenshots(smoke_build) -> Path:
-    shots = Path(os.environ.get("KL_REPRO_SCREENSHOTS") or smoke_build["build"] / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    return shots
-
-
-@pytest.fixture(scope="module")
-def page_visits(browser_page, smoke_build):
-    """Every page of the book loaded once: its console errors; on chapter pages also the images (source, natural
-    width); on the front page and the top-level chapter pages the tables wider than the text column and a
-    full-page screenshot.  The tests below assert on what this one pass saw."""
-    page, base, html, _ = browser_page
-    shots = _screenshots(smoke_build)
+def test_every_page_loads_without_console_errors(browser_page):
+    page, base, html, external = browser_page
     pages = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
                    if "_static" not in p.parts and p.name not in SKIP_PAGES)
-    chapters = {p.relative_to(html).as_posix() for p in (html / "executed").rglob("*.html")}
-    top = ["intro.html"] + sorted(p.relative_to(html).as_posix() for p in (html / "executed").glob("*.html"))
-    seen = {}
+    assert len(pages) >= 5
+    problems = {}
     for rel in pages:
-        rec = {"errors": _visit(page, base + rel)}
-        if rel in chapters:
-            rec["images"] = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
-        if rel in top:
-            rec["wide"] = page.evaluate(TABLE_FITS)
-            page.screenshot(path=str(shots / (Path(rel).stem + ".png")), full_page=True)
-        seen[rel] = rec
-    return {"pages": seen, "chapters": sorted(chapters), "top": top, "shots": shots}
-
-
-def test_every_page_loads_without_console_errors(page_visits, browser_page):
-    external = browser_page[3]
-    assert len(page_visits["pages"]) >= 5
-    problems = {rel: rec["errors"] for rel, rec in page_visits["pages"].items() if rec["errors"]}
+        errs = _visit(page, base + rel)
+        if errs:
+            problems[rel] = errs
     assert not problems, problems
     assert not external, f"the book tried to reach the network: {external[:5]}"
 
 
-def test_images_on_chapter_pages_load(page_visits):
-    assert page_visits["chapters"]
-    for rel in page_visits["chapters"]:
-        images = page_visits["pages"][rel]["images"]
+def test_images_on_chapter_pages_load(browser_page):
+    page, base, html, _ = browser_page
+    chapters = sorted(p.relative_to(html).as_posix() for p in (html / "executed").rglob("*.html"))
+    assert chapters
+    for rel in chapters:
+        _visit(page, base + rel)
+        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
         broken = [src for src, width in images if width == 0]
         assert not broken, (rel, broken)
         if rel.endswith(("01_kl_expansion.html", "02_path_smoothness.html", "04_paper_a_results.html",
@@ -142,7 +122,8 @@ def test_math_renders_offline_and_screenshots_are_saved(browser_page, smoke_buil
     unrendered = page.evaluate(
         "Array.from(document.querySelectorAll('span.math, div.math')).filter(e => !e.querySelector('mjx-container')).length")
     assert unrendered == 0  # every math element was typeset, from the book's own MathJax copy
-    shots = _screenshots(smoke_build)
+    shots = smoke_build["build"] / "screenshots"
+    shots.mkdir(exist_ok=True)
     _visit(page, base + "index.html")
     page.screenshot(path=str(shots / "front_page.png"), full_page=True)
     results = "executed/04_paper_a_results.html" if (html / "executed/04_paper_a_results.html").exists() \
@@ -255,12 +236,20 @@ def test_no_page_shows_a_local_path_a_warning_or_an_object_repr(smoke_build):
     assert not dirty, f"local paths or Python warnings in page text: {dirty}"
 
 
-def test_tables_fit_their_column_and_chapter_screenshots_are_kept(page_visits):
+def test_tables_fit_their_column_and_chapter_screenshots_are_kept(browser_page, smoke_build):
     """The front page and every chapter page: no table wider than the text column (a wide one scrolls inside
     its own box); each page is kept as a full-page screenshot."""
-    top, shots = page_visits["top"], page_visits["shots"]
-    wide = {rel: page_visits["pages"][rel]["wide"] for rel in top if page_visits["pages"][rel]["wide"]}
+    page, base, html, _ = browser_page
+    shots = Path(os.environ.get("KL_REPRO_SCREENSHOTS") or smoke_build["build"] / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    pages = ["intro.html"] + sorted(p.relative_to(html).as_posix() for p in (html / "executed").glob("*.html"))
+    wide = {}
+    for rel in pages:
+        _visit(page, base + rel)
+        if w := page.evaluate(TABLE_FITS):
+            wide[rel] = w
+        page.screenshot(path=str(shots / (Path(rel).stem + ".png")), full_page=True)
     assert not wide, f"tables wider than their column: {wide}"
     kept = sorted(p.name for p in shots.glob("*.png"))
-    assert {"intro.png", "01_kl_expansion.png"} <= set(kept) and len(kept) >= len(top), kept
-    print(f"screenshots of {len(top)} pages in {shots}")
+    assert {"intro.png", "01_kl_expansion.png"} <= set(kept) and len(kept) >= len(pages), kept
+    print(f"screenshots of {len(pages)} pages in {shots}")
