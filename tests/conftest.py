@@ -93,36 +93,21 @@ def smoke_build(tmp_path_factory):
             "interrupted": (first.returncode, out_first), "before": before}
 
 
-SMOKE_BOOK_FIXTURES = ("smoke_build", "browser_page", "page_visits")  # the smoke book, and the browser fixtures built on it
-
-
 def _smoke_book_tests() -> set[str]:
-    """``file::name`` of every test that takes the smoke book (one of :data:`SMOKE_BOOK_FIXTURES`)."""
+    """``file::name`` of every test that takes the smoke book (``smoke_build``, or ``browser_page`` built on it)."""
     found = set()
     for f in Path(__file__).parent.glob("test_*.py"):
         for m in re.finditer(r"^def (test_\w+)\(([^)]*)\)", f.read_text(), flags=re.M):
-            if any(name in m.group(2) for name in SMOKE_BOOK_FIXTURES):
+            if "smoke_build" in m.group(2) or "browser_page" in m.group(2):
                 found.add(f"{f.name}::{m.group(1)}")
     return found
 
 
-# The files with the most work (seconds measured in one `make test`, largest first): scheduled right after the
-# smoke book, so that the last files to start are short ones and both workers finish together.
-HEAVY_FILES = ("test_paper_dry.py", "test_train.py", "test_reproduce.py", "test_metrics.py", "test_two_process.py",
-               "test_reliability.py", "test_gpu_check.py", "test_cluster_plan.py", "test_experiments.py")
-
-
 def pytest_collection_modifyitems(config, items):
-    """Order (a stable sort): the smoke book's tests first (its build is the longest single piece of work, so under
-    ``-n 2`` it starts at once on one worker), then :data:`HEAVY_FILES`, then the rest in their own order."""
+    """Put the smoke book's tests first (a stable sort): its build is the longest single piece of work, so under
+    ``-n 2`` it starts at once on one worker while the other takes every other file."""
     smoke = _smoke_book_tests()
-
-    def key(item):
-        if f"{item.path.name}::{item.originalname}" in smoke:
-            return 0
-        return 1 + (HEAVY_FILES.index(item.path.name) if item.path.name in HEAVY_FILES else len(HEAVY_FILES))
-
-    items.sort(key=key)
+    items.sort(key=lambda item: f"{item.path.name}::{item.originalname}" not in smoke)
 
 
 def pytest_xdist_make_scheduler(config, log):
