@@ -73,39 +73,9 @@ class NetConfig(Config):
         require(not (self.kind == "mlp" and self.channels_last), "channels_last applies to the U-Net only")
 
 
-class KTimeEmbedding(nn.Module):
-    """lucidrains' time MLP plus a zero-initialised embedding of ``k`` added to its output (``learned_zero_init``).
-
-    The MLP's layers keep their names ``0..3``, so state-dict keys equal those of the plain
-    ``nn.Sequential`` and a baseline checkpoint loads unchanged (only ``k_embed`` is new).
-    Input: ``(B,)`` time (no k) or ``(B, 2)`` rows ``(time, k)``.
-    """
-
-    def __init__(self, time_mlp: nn.Sequential, d: int, time_dim: int):
-        super().__init__()
-        self.n_layers = len(time_mlp)
-        for i, layer in enumerate(time_mlp):
-            self.add_module(str(i), layer)
-        self.k_embed = nn.Embedding(d, time_dim)
-        nn.init.zeros_(self.k_embed.weight)
-
-    def forward(self, time_k: torch.Tensor) -> torch.Tensor:
-        h = time_k if time_k.ndim == 1 else time_k[:, 0]
-        for i in range(self.n_layers):
-            h = self._modules[str(i)](h)
-        if time_k.ndim == 2:
-            h = h + self.k_embed(time_k[:, 1].round().long())
-        return h
-
-
-class KSinusoidalTimeEmbedding(nn.Module):
-    """lucidrains' time MLP with a fixed sinusoidal embedding of ``k`` added to the time's (``sinusoidal_added``).
-
-    ``h = MLP(SinEmb(t) + SinEmb(k))``: the first layer of the time MLP is the sinusoidal embedding
-    itself, applied to ``k`` (0-based) as to the time; no new parameters, state-dict keys equal the plain
-    ``nn.Sequential``'s.  One reading of "no additional learnable parameters" (Paper A, Sec. 4; Methods A.5).
-    Input: ``(B,)`` time (no k) or ``(B, 2)`` rows ``(time, k)``.
-    """
+class _LayeredTimeMLP(nn.Module):
+    """lucidrains' time MLP re-hosted layer by layer: the layers keep their names ``0..3``, so state-dict keys equal
+    those of the plain ``nn.Sequential`` and a baseline checkpoint loads unchanged."""
 
     def __init__(self, time_mlp: nn.Sequential):
         super().__init__()
@@ -113,12 +83,43 @@ class KSinusoidalTimeEmbedding(nn.Module):
         for i, layer in enumerate(time_mlp):
             self.add_module(str(i), layer)
 
-    def forward(self, time_k: torch.Tensor) -> torch.Tensor:
-        embed = self._modules["0"]
-        h = embed(time_k) if time_k.ndim == 1 else embed(time_k[:, 0]) + embed(time_k[:, 1])
-        for i in range(1, self.n_layers):
+    def _layers(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
+        for i in range(start, self.n_layers):
             h = self._modules[str(i)](h)
         return h
+
+
+class KTimeEmbedding(_LayeredTimeMLP):
+    """lucidrains' time MLP plus a zero-initialised embedding of ``k`` added to its output (``learned_zero_init``).
+
+    Only ``k_embed`` is new to a baseline checkpoint.  Input: ``(B,)`` time (no k) or ``(B, 2)`` rows ``(time, k)``.
+    """
+
+    def __init__(self, time_mlp: nn.Sequential, d: int, time_dim: int):
+        super().__init__(time_mlp)
+        self.k_embed = nn.Embedding(d, time_dim)
+        nn.init.zeros_(self.k_embed.weight)
+
+    def forward(self, time_k: torch.Tensor) -> torch.Tensor:
+        h = self._layers(time_k if time_k.ndim == 1 else time_k[:, 0])
+        if time_k.ndim == 2:
+            h = h + self.k_embed(time_k[:, 1].round().long())
+        return h
+
+
+class KSinusoidalTimeEmbedding(_LayeredTimeMLP):
+    """lucidrains' time MLP with a fixed sinusoidal embedding of ``k`` added to the time's (``sinusoidal_added``).
+
+    ``h = MLP(SinEmb(t) + SinEmb(k))``: the first layer of the time MLP is the sinusoidal embedding
+    itself, applied to ``k`` (0-based) as to the time; no new parameters.  One reading of "no additional
+    learnable parameters" (Paper A, Sec. 4; Methods A.5).  Input: ``(B,)`` time (no k) or ``(B, 2)`` rows ``(time, k)``.
+    """
+
+    def forward(self, time_k: torch.Tensor) -> torch.Tensor:
+        if time_k.ndim == 1:
+            return self._layers(time_k)
+        embed = self._modules["0"]
+        return self._layers(embed(time_k[:, 0]) + embed(time_k[:, 1]), start=1)
 
 
 class MLPDenoiser(nn.Module):

@@ -126,8 +126,6 @@ def dry(tmp_path_factory, one_thread_module):
         mp.undo()
 
 
-
-
 def test_every_paper_run_builds_with_its_real_configuration():
     """Every (run, seed) of the paper matrix validates, and its network is the paper's 35.7 M-parameter U-Net."""
     real = load_profile("paper")

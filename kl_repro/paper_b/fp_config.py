@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from kl_repro.core.config import Config, ConfigError, require
+from kl_repro.paper_b.gedmd import GRAM_RTOL
 from kl_repro.paper_b.sde import VESDE, VPSDE, make_sde
 
 __all__ = ["FPConfig", "PRESETS", "fp_preset", "fp_variant"]
@@ -46,7 +47,7 @@ class FPConfig(Config):
     coeffs: Literal["paper", "biorthogonal"] = "paper"  # eq. (14) or biorthogonal projection
     literal_index: bool = False  # True: solve the Koopman problem, as eqs. (7)+(9) literally do
     regularisation: Literal["truncated", "tikhonov"] = "truncated"
-    gram_rtol: float = 1e-12  # truncation of the G0 eigenbasis (gedmd.GRAM_RTOL; Deviations)
+    gram_rtol: float = GRAM_RTOL  # truncation of the G0 eigenbasis (Deviations)
     weights: Literal["operator", "uniform", "stationary"] = "operator"  # uniform: plain-KDE control
     neg_policy: Literal["positive_part", "abs", "clip"] = "positive_part"  # score where p0 <= 0
     output: Literal["last", "mean", "tweedie"] = "last"  # paper: last iterate
