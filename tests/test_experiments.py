@@ -1,5 +1,6 @@
 """Paper A's run matrices as data, their validation, and the speed-up and verdict arithmetic."""
 
+import functools
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from kl_repro.paper_a.results import Results
 from kl_repro.paper_a.tables import speedup
 from kl_repro.paper_a.statistics import speedup_effect
 from kl_repro.paper_a.verdicts import compute_verdict, speedup_verdict
+from kl_repro.pipeline.scheduler import SideTask
 from kl_repro.core.config import ConfigError
 from kl_repro.core.profiles import PROFILES, Profile, load_profile
 from kl_repro.core.registry import artefact_registry
@@ -125,6 +127,24 @@ def test_speedup_verdicts():
     assert compute_verdict(mk(2.5), "x").startswith("Does not hold at this scale (x): per network evaluation")
 
 
+def _side_record(status: str) -> dict:
+    return {"status": status, "error": "deliberate"}
+
+
+def test_the_start_order_is_longest_first_with_unknown_times_first():
+    from kl_repro.pipeline.scheduler import longest_first
+
+    class Run:
+        def __init__(self, key):
+            self.key = key
+
+    runs = [Run("a"), Run("b"), Run("c")]
+    rows = {"a": {"train_h": 0.1, "eval_h": 0.0}, "b": {"train_h": 0.5, "eval_h": 0.1}, "c": {"train_h": None, "eval_h": None}}
+    side = [SideTask("nb short", _side_record, est_s=60.0), SideTask("nb new", _side_record)]
+    order = [x.key if isinstance(x, Run) else x.label for x in longest_first(runs, side, rows)]
+    assert order == ["nb new", "b", "a", "nb short", "c"]  # unknown, 2160 s, 360 s, 60 s, then a run with no estimate (0)
+
+
 @pytest.mark.slow
 def test_run_matrix_trains_in_worker_processes_then_reuses(tmp_path, monkeypatch):
     """A two-run matrix through the scheduler's process pool: each run trains, logs to its train.log and gets its
@@ -138,8 +158,13 @@ def test_run_matrix_trains_in_worker_processes_then_reuses(tmp_path, monkeypatch
     monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
     profile = _matrix_with(two_runs)
     lines = []
-    assert run_matrix(profile, log=lines.append, workers=2) == []
-    assert any("2 to train" in line for line in lines) and sum("done" in line for line in lines) == 2
+    side = [SideTask("notebook ok", functools.partial(_side_record, "ok")),  # a chapter that reads no run
+            SideTask("notebook broken", functools.partial(_side_record, "failed"), est_s=1.0)]
+    assert run_matrix(profile, log=lines.append, workers=2, side=side) == ["notebook broken (deliberate)"]
+    assert any("2 to train" in line for line in lines) and sum("done" in line for line in lines) == 3
+    starts = [line.split("start")[1].strip() for line in lines if line.lstrip().startswith("start")]
+    assert starts[0] == "notebook ok"  # unknown time counts as longest: it starts first
+    assert "  FAILED   notebook broken" in lines
     plan = E.planned_runs(profile)
     assert [p.status() for p in plan] == ["finished", "finished"]
     assert "finished " in (plan[0].run_dir / "train.log").read_text()

@@ -71,11 +71,15 @@ def test_status_table_has_a_row_for_every_table_and_figure(smoke_build):
 
 
 def test_second_run_reuses_everything(smoke_build):
+    index = smoke_build["html"] / "index.html"
+    built = index.stat().st_mtime
     proc = run_cli("reproduce", "--profile", "smoke", "--build-root", str(smoke_build["build"]),
                    results=smoke_build["results"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert " 0 to execute" in proc.stdout
     assert "executing" not in proc.stdout
+    assert "sources unchanged since the last build" in proc.stdout  # and the HTML build (minutes) is skipped
+    assert index.stat().st_mtime == built
 
 
 def _mini_repo(tmp_path, failing: str):

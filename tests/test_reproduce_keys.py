@@ -63,3 +63,25 @@ def _dynamic_imports(tree: ast.AST) -> list[str]:
 def test_no_library_module_is_imported_by_name_at_run_time(path):
     """What makes the keying safe: every dependency on the package's own modules is a static import."""
     assert _dynamic_imports(ast.parse(path.read_text())) == []
+
+
+def test_the_book_digest_ignores_the_build_time_and_follows_every_source(tmp_path):
+    """The HTML build is skipped only while its sources are unchanged (``book.sources_digest``)."""
+    from kl_repro.pipeline.book import sources_digest
+
+    book = tmp_path / "book"
+    (book / "_generated").mkdir(parents=True)
+    (book / "_build" / "html").mkdir(parents=True)
+    log = book / "_generated" / "reproduction_log.md"
+    log.write_text("- **Profile**: `smoke`\n- **Built**: 2026-12-01 10:00 UTC\n- **Git commit**: `abc`\n")
+    (book / "intro.md").write_text("# Intro\n")
+    first = sources_digest(book)
+    log.write_text(log.read_text().replace("10:00", "11:42"))  # only the build time moved
+    (book / "_build" / "html" / "index.html").write_text("<html/>")  # the output is not a source
+    assert sources_digest(book) == first
+    log.write_text(log.read_text().replace("abc", "def"))  # another commit: rebuild
+    assert sources_digest(book) != first
+    log.write_text(log.read_text().replace("def", "abc"))
+    assert sources_digest(book) == first
+    (book / "intro.md").write_text("# Intro, edited\n")
+    assert sources_digest(book) != first

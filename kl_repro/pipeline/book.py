@@ -12,8 +12,10 @@ labels the sections that show artefacts, and gives each run page a unique title.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import platform
+import re
 import subprocess
 import shutil
 import sys
@@ -34,6 +36,7 @@ from kl_repro.pipeline.notebooks import CHAPTERS, NotebookJob, notebook_jobs, ou
 
 __all__ = [
     "build_book",
+    "sources_digest",
     "status_rows",
     "status_markdown",
     "reproduction_log_markdown",
@@ -95,7 +98,7 @@ def _wall_clock_lines(profile: Profile, records: list[dict], runs: list[dict]) -
     pipeline = store.profile_dir(profile) / "pipeline.json"
     if pipeline.exists():
         last = store.read_json(pipeline)
-        lines.append(f"- **Last `make reproduce`** (finished {last.get('finished', '?')}): {last['seconds'] / 60:.1f} min "
+        lines.append(f"- **Last `make reproduce` that trained or executed anything** (finished {last.get('finished', '?')}): {last['seconds'] / 60:.1f} min "
                      "of wall-clock; it trains and executes only what is not stored yet, so a rerun that reuses "
                      "everything takes about a minute.")
     lines.append(f"- **Compute this book stands on**: {train_s / 60:.1f} min of optimisation time over "
@@ -210,25 +213,54 @@ def write_book_pages(profile: Profile, book: Path, jobs_present, sections: dict 
     store.atomic_write_text(book / "_toc.yml", _toc(jobs_present))
 
 
-def build_book(profile: Profile, build_root: Path, root: Path | None = None, log=print) -> Path:
+#: In ``_build/``: the digest of the sources the HTML was built from (:func:`sources_digest`).
+STAMP = ".kl_repro_sources.sha256"
+_BUILT_LINE = re.compile(rb"^- \*\*Built\*\*:.*$", flags=re.M)
+
+
+def sources_digest(book: Path) -> str:
+    """SHA-256 of what the HTML is built from: the assembled book folder (``_build`` left out, and the build
+    time in the reproduction log) and the library's Python files (the API reference renders their docstrings)."""
+    h = hashlib.sha256()
+    parts = [("book", book, p) for p in book.rglob("*") if "_build" not in p.relative_to(book).parts]
+    parts += [("kl_repro", PACKAGE, p) for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
+    for tag, base, path in sorted(parts, key=lambda t: (t[0], str(t[2]))):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if path.name == "reproduction_log.md":
+            data = _BUILT_LINE.sub(b"", data)
+        h.update(f"{tag}/{path.relative_to(base).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def build_book(profile: Profile, build_root: Path, root: Path | None = None, log=print, force: bool = False) -> Path:
     """Assemble ``<build_root>/book`` from the repository's ``book/`` and the executed notebooks, then build HTML.
 
-    Returns the path of ``index.html``.
+    The HTML build (minutes) is skipped when the assembled sources equal those of the existing build
+    (:func:`sources_digest`), unless ``force``.  Returns the path of ``index.html``.
     """
     root = root or repo_root()
     book = build_root / "book"
     if book.resolve() != (root / "book").resolve():
         shutil.copytree(root / "book", book, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_build", "executed", "_generated"))
     write_book_pages(profile, book, *_copy_executed(profile, book / "executed", root))
+    index, stamp = book / "_build" / "html" / "index.html", book / "_build" / STAMP
+    digest = sources_digest(book)
+    if not force and index.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        log("book: sources unchanged since the last build; HTML kept (`kl-repro book --force` rebuilds it)")
+        return index
+    stamp.unlink(missing_ok=True)
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(book), "--quiet"]
     if not Path(cmd[0]).exists():
         cmd[0] = shutil.which("jupyter-book") or "jupyter-book"
     log(f"building the book: {' '.join(cmd)}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    index = book / "_build" / "html" / "index.html"
     if proc.returncode != 0 or not index.exists():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
+    store.atomic_write_text(stamp, digest + "\n")
     return index
 
 

@@ -65,7 +65,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_book(args: argparse.Namespace) -> int:
     """Rebuild the HTML book from the stored results of a profile (no execution)."""
     root = repo_root()
-    index = build_book(args.profile, Path(args.build_root) if args.build_root else root, root)
+    index = build_book(args.profile, Path(args.build_root) if args.build_root else root, root, force=args.force)
     print(f"book: {index}")
     return 0
 
@@ -205,6 +205,7 @@ def _pipeline_commands(sub) -> None:
     s = sub.add_parser("book", help="rebuild the HTML book from stored results (no execution)")
     _add_profile(s)
     s.add_argument("--build-root", help="folder that receives book/ (default: the repository)")
+    s.add_argument("--force", action="store_true", help="build the HTML even if its sources are unchanged since the last build")
     s.set_defaults(func=cmd_book)
 
 

@@ -28,7 +28,7 @@ from kl_repro.core.config import ConfigError
 from kl_repro.core.profiles import Profile
 from kl_repro.paper_a.matrix import training_pages
 
-__all__ = ["CHAPTERS", "NotebookJob", "repo_root", "notebook_jobs", "job_key", "notebook_dependencies",
+__all__ = ["CHAPTERS", "TRAINING_FREE", "NotebookJob", "last_seconds", "repo_root", "notebook_jobs", "job_key", "notebook_dependencies",
            "plan", "execute_notebook", "execute_batch", "out_dir"]
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -39,6 +39,8 @@ CHAPTERS: tuple[tuple[str, str], ...] = (
     ("01_kl_expansion", "A"), ("02_path_smoothness", "A"), ("04_paper_a_results", "A"),
     ("05_eigen_spectra", "B"), ("06_operator_sampler", "B"),
 )
+#: The chapters that read no training run: ``make reproduce`` executes them beside the training runs.
+TRAINING_FREE = frozenset({"01_kl_expansion", "02_path_smoothness", "05_eigen_spectra", "06_operator_sampler"})
 
 
 def repo_root() -> Path:
@@ -166,6 +168,15 @@ def out_dir(profile: Profile) -> Path:
 
 def _record_path(profile: Profile, job: NotebookJob) -> Path:
     return out_dir(profile) / f"{job.output}.json"
+
+
+def last_seconds(profile: Profile, job: NotebookJob) -> float | None:
+    """Seconds of the job's last stored execution (any key), or None."""
+    rec = _record_path(profile, job)
+    try:
+        return float(store.read_json(rec)["seconds"]) if rec.exists() else None
+    except (OSError, KeyError, ValueError, json.JSONDecodeError):
+        return None
 
 
 def is_current(profile: Profile, job: NotebookJob, root: Path) -> bool:

@@ -14,6 +14,7 @@ The pipeline is idempotent and resumable:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from concurrent.futures import as_completed
@@ -21,9 +22,11 @@ from pathlib import Path
 
 from kl_repro.core import store
 from kl_repro.core.profiles import Profile
+from kl_repro.paper_a.matrix import planned_runs
 from kl_repro.pipeline.book import build_book
-from kl_repro.pipeline.notebooks import NotebookJob, execute_batch, execute_notebook, plan, repo_root
-from kl_repro.pipeline.scheduler import run_matrix
+from kl_repro.pipeline.notebooks import (TRAINING_FREE, NotebookJob, execute_batch, execute_notebook, last_seconds, plan,
+                                         repo_root)
+from kl_repro.pipeline.scheduler import SideTask, run_matrix
 
 __all__ = ["reproduce", "execute_all"]
 
@@ -34,14 +37,20 @@ def reproduce(profile: Profile, build_root: Path | None = None, train: bool = Tr
     build_root = Path(build_root) if build_root else root
     t_start = time.time()
     with store.FolderLock(store.profile_dir(profile)):
-        failures: list[str] = run_matrix(profile, log=log) if train else []
+        n_train = sum(p.status() != "finished" for p in planned_runs(profile)) if train else 0
         steps = plan(profile, root)
         n_exec = sum(1 for _, what in steps if what == "execute")
         log(f"notebooks for profile '{profile.name}': {len(steps) - n_exec} reused, {n_exec} to execute")
         for job, what in steps:
             log(f"  {'reuse  ' if what == 'reuse' else 'execute'} {job.output}")
-        failures += execute_all([job for job, what in steps if what == "execute"], profile, root, log)
-        _write_pipeline_log(profile, time.time() - t_start)
+        todo = [job for job, what in steps if what == "execute"]
+        early = [job for job in todo if job.stem in TRAINING_FREE] if n_train else []
+        if early:  # chapters that read no run execute in the training pool's slots, longest first
+            log(f"  {', '.join(j.output for j in early)}: executed beside the training runs (they read none)")
+        failures: list[str] = run_matrix(profile, log=log, side=_side_tasks(early, profile, root)) if train else []
+        failures += execute_all([job for job in todo if job not in early], profile, root, log)
+        if n_train or n_exec:  # the log times the reproduce that did the work (a rerun that reuses all keeps it)
+            _write_pipeline_log(profile, time.time() - t_start)
         try:
             log(f"book: {build_book(profile, build_root, root, log)}")
         except RuntimeError as e:
@@ -51,6 +60,12 @@ def reproduce(profile: Profile, build_root: Path | None = None, train: bool = Tr
         return 1
     log(f"reproduce finished in {time.time() - t_start:.0f} s")
     return 0
+
+
+def _side_tasks(jobs: list[NotebookJob], profile: Profile, root: Path) -> list[SideTask]:
+    """Notebook executions as tasks of the training pool, each with the seconds of its last execution if known."""
+    return [SideTask(f"notebook {j.output}", functools.partial(execute_notebook, j, profile, root, print),
+                     last_seconds(profile, j)) for j in jobs]
 
 
 def _notebook_workers() -> int:

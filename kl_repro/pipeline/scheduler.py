@@ -40,7 +40,7 @@ from kl_repro.paper_a.run_hooks import eval_hooks, final_evaluation, step0_evalu
 from kl_repro.paper_a.training.loop import process_state, train
 from kl_repro.pipeline.plan import plan_rows, plan_totals
 
-__all__ = ["run_matrix", "worker", "pending_runs", "waves", "worker_commands", "slurm_script"]
+__all__ = ["SideTask", "run_matrix", "worker", "pending_runs", "waves", "worker_commands", "slurm_script"]
 
 Log = Callable[[str], None]
 
@@ -141,24 +141,58 @@ def _log_plan(profile: Profile, plan: tuple[PlannedRun, ...], status: dict[str, 
         log(f"  {what:8s} {p.key:34s} {p.spec.label:18s} {'est. ' + _fmt_s(est) + ' (' + r['source'] + ')' if what in ('train', 'resume') else ''}")
 
 
+@dataclass(frozen=True)
+class SideTask:
+    """Work that needs no training run (a notebook), done in a slot of the training pool while runs train.
+
+    ``fn()`` runs in a pool process and returns a record with ``status`` ("ok" or not) and ``error``;
+    ``est_s``: its expected seconds (None: unknown), for the longest-first order.
+    """
+
+    label: str
+    fn: Callable[[], dict]
+    est_s: float | None = None
+
+
+def _run_seconds(p: PlannedRun, rows: dict[str, dict]) -> float:
+    r = rows.get(p.key) or {}
+    return 3600 * ((r.get("train_h") or 0.0) + (r.get("eval_h") or 0.0))
+
+
+def longest_first(runs: Sequence[PlannedRun], side: Sequence[SideTask], rows: dict[str, dict]) -> list:
+    """The start order: the side tasks and the runs by expected time, longest first (unknown counts as longest),
+    so that no long piece of work starts last and runs alone; a fine-tuning run still waits for its base run."""
+    items = [(t.est_s if t.est_s is not None else float("inf"), t) for t in side]
+    items += [(_run_seconds(p, rows), p) for p in runs]
+    return [x for _, x in sorted(items, key=lambda e: -e[0])]
+
+
 @dataclass
 class _Queue:
-    """The runs still to train, those running, and what became of the others."""
+    """The runs (and side tasks) still to do, those running, and what became of the others."""
 
     profile: Profile
     todo: list[PlannedRun]
     done: set[str]
     log: Log
-    pending: list[PlannedRun] = field(default_factory=list)
-    running: dict[Future, tuple[PlannedRun, float]] = field(default_factory=dict)
+    pending: list = field(default_factory=list)
+    running: dict[Future, tuple[PlannedRun | SideTask, float]] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
 
+    def _submit_side(self, pool, t: SideTask) -> None:
+        self.pending.remove(t)
+        self.running[pool.submit(t.fn)] = (t, time.time())
+        self.log(f"  start    {t.label}")
+
     def submit_ready(self, pool, workers: int) -> None:
-        """Start pending runs whose base run is done, up to ``workers`` at once; drop those whose base failed."""
+        """Start pending work whose base run is done, up to ``workers`` at once; drop runs whose base failed."""
         for p in list(self.pending):
             if len(self.running) >= workers:
                 break
+            if isinstance(p, SideTask):
+                self._submit_side(pool, p)
+                continue
             if p.depends_on in self.failed:
                 self.pending.remove(p)
                 self.failed.add(p.key)
@@ -172,10 +206,24 @@ class _Queue:
             self.running[fut] = (p, time.time())
             self.log(f"  start    {p.key} ({p.spec.label})")
 
+    def _collect_side(self, t: SideTask, fut: Future, t0: float) -> None:
+        try:
+            rec = fut.result()
+        except Exception as e:  # the worker process died
+            rec = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        if rec.get("status") == "ok":
+            self.log(f"  done     {t.label} in {_fmt_s(time.time() - t0)}")
+        else:
+            self.failures.append(f"{t.label} ({rec.get('error')})")
+            self.log(f"  FAILED   {t.label}")
+
     def collect(self, finished) -> None:
         """Record the outcome of the finished futures."""
         for fut in finished:
             p, t0 = self.running.pop(fut)
+            if isinstance(p, SideTask):
+                self._collect_side(p, fut, t0)
+                continue
             try:
                 code = fut.result()
             except Exception as e:  # the worker process died (killed, out of memory)
@@ -192,29 +240,34 @@ class _Queue:
         """One progress line: the share of all steps trained, the time elapsed, each running run's step."""
         total_steps = sum(p.steps for p in self.todo) or 1
         trained = sum(min(p.progress_step(), p.steps) for p in self.todo)
-        names = ", ".join(f"{p.key} {p.progress_step()}/{p.steps}" for p, _ in self.running.values())
+        names = ", ".join(p.label if isinstance(p, SideTask) else f"{p.key} {p.progress_step()}/{p.steps}"
+                          for p, _ in self.running.values())
         self.log(f"  progress {100 * trained / total_steps:5.1f}% of steps, {_fmt_s(time.time() - t_start)} "
                  f"elapsed; running: {names}")
 
 
-def run_matrix(profile: Profile, log: Log = print, workers: int | None = None) -> list[str]:
+def run_matrix(profile: Profile, log: Log = print, workers: int | None = None, side: Sequence[SideTask] = ()) -> list[str]:
     """Train (or reuse) every run of the profile's matrix and compute final numbers; returns failures.
 
     Runs go to a pool of worker processes (``[paper_a] workers``, or ``$KL_REPRO_WORKERS``, or
-    ``workers``), one thread each.  Interrupting (Ctrl-C, kill) loses at most the steps since each
-    run's newest checkpoint; running again resumes.
+    ``workers``), one thread each, longest first (:func:`longest_first`); ``side`` tasks (notebooks that
+    need no run) take slots of the same pool.  Interrupting (Ctrl-C, kill) loses at most the steps since
+    each run's newest checkpoint; running again resumes.
     """
     m = load_matrix(profile)
     plan = planned_runs(profile)
-    if not plan:
+    if not plan and not side:
         return []
     workers = max(1, workers or int(os.environ.get("KL_REPRO_WORKERS", m.workers)))
     status = {p.key: p.status() for p in plan}
-    _log_plan(profile, plan, status, workers, log)
+    if plan:
+        _log_plan(profile, plan, status, workers, log)
     todo = [p for p in plan if status[p.key] != "finished"]
-    if not todo:
+    if not todo and not side:
         return []
-    q = _Queue(profile, todo, {p.key for p in plan if status[p.key] == "finished"}, log, pending=list(todo))
+    rows = {r["run"]: r for r in plan_rows(profile)} if todo else {}
+    q = _Queue(profile, todo, {p.key for p in plan if status[p.key] == "finished"}, log,
+               pending=longest_first(todo, side, rows))
     os.environ["KL_REPRO_RESULTS"] = str(store.results_root())  # inherited by the pool's processes
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ctx = multiprocessing.get_context("spawn")
