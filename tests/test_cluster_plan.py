@@ -26,11 +26,14 @@ TRAINED = ("digits/cost-baseline-b16@s0", "toy2d/baseline-b16@s0")
 
 
 def _subset_profile(keys) -> Profile:
-    """The smoke profile with only the runs of ``keys`` in its matrix (the run folders are the same: keyed by config)."""
+    """The smoke profile with only the runs and seeds of ``keys`` in its matrix (the run folders are the same: keyed by config)."""
     smoke = load_profile("smoke")
     data = {key: smoke.get(key) for key in ("name", "description", "notebooks", "paper_a")}
-    ids = {k.split("@")[0] for k in keys}
-    data["paper_a"] = {**data["paper_a"], "run": [r for r in data["paper_a"]["run"] if r["id"] in ids]}
+    seeds: dict[str, list[int]] = {}
+    for k in keys:
+        rid, seed = k.split("@s")
+        seeds.setdefault(rid, []).append(int(seed))
+    data["paper_a"] = {**data["paper_a"], "run": [{**r, "seeds": seeds[r["id"]]} for r in data["paper_a"]["run"] if r["id"] in seeds]}
     return Profile("smoke", data)
 
 

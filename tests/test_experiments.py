@@ -153,7 +153,8 @@ def test_run_matrix_trains_in_worker_processes_then_reuses(tmp_path, monkeypatch
 
     def two_runs(sec):
         sec["run"] = [r for r in sec["run"] if r["id"] in ("digits/cost-baseline-b16", "toy2d/baseline-b16")]
-        sec["run"][1]["params"]["steps"] = 30  # toy2d: checkpoint and evaluation at step 30
+        toy = sec["run"][1]  # toy2d, one seed: checkpoint and evaluation at step 30
+        sec["run"][1] = {**toy, "seeds": [0], "params": {**toy["params"], "steps": 30}}
 
     monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
     profile = _matrix_with(two_runs)

@@ -99,3 +99,53 @@ def test_forest_rows_come_from_the_stored_speedup_and_carry_the_paper_values(tmp
     fig = forest.forest(load_results("smoke"))
     assert fig is not None and store.load_artefact("smoke", "A.effects")["paper"]["speedup_per_evaluation"] == pytest.approx(
         2 / (13.983 / 4.617), rel=1e-4)
+
+
+def test_readings_table_finds_a_planted_reading_that_makes_the_claim_hold(tmp_path, monkeypatch):
+    """A.readings on the cpu matrix with planted curves: the learned-k reading is 2.5x faster than its baseline,
+    the default reading equally fast, the lr-3e-4 pair (its own baseline) 1.5x; the other readings have no runs yet."""
+    from kl_repro.core import store
+    from kl_repro.core.profiles import load_profile
+    from kl_repro.paper_a import readings
+    from kl_repro.paper_a import matrix as E
+    from kl_repro.paper_a.results import Results
+
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
+    rng = np.random.default_rng(11)
+    speeds = {"toy2d/baseline-b16": 1.0, "toy2d/kl8-b16": 1.0, "toy2d/kl8-b16-klearned": 2.5,
+              "toy2d/baseline-b16-lr3e-4": 1.0, "toy2d/kl8-b16-lr3e-4": 1.5}
+    curves = {rid: [r for s in range(3) for r in _rows(s, _curve(rng, sp, noise=0.005))] for rid, sp in speeds.items()}
+    cpu = load_profile("cpu")
+    res = Results(cpu, E.load_matrix(cpu), E.planned_runs(cpu), curves)
+    pairs = {p["reading"]: p for p in readings.reading_pairs(res)}
+    assert len(pairs) == 6  # every KL run of A.readings found its baseline (the lr run: the one of lr 3e-4)
+    default = pairs["ours (time_offset, sum, none, 0.001)"]
+    learned = pairs["k conditioning: learned_zero_init"]
+    slow_lr = pairs["learning rate: 0.0003"]
+    assert default["default"] and slow_lr["baseline"] == "Baseline-b16 (lr 3e-4)"
+    sp = {k: p["effect"]["interval"] for k, p in (("default", default), ("learned", learned), ("lr", slow_lr))}
+    assert sp["learned"]["lo"] <= 2.5 * 1.1 and sp["learned"]["hi"] >= 2.5 * 0.9 and sp["learned"]["lo"] > 2.0
+    assert sp["default"]["lo"] <= 1.0 <= sp["default"]["hi"] * 1.05 and sp["lr"]["estimate"] == pytest.approx(1.5, rel=0.15)
+    assert learned["effect"]["word"] == V.HOLDS and default["effect"]["word"] != V.HOLDS
+    assert pairs["loss form: per_term"]["effect"]["n"] == 0  # no curves: not judged
+    text = readings.readings_verdict(list(pairs.values()))
+    assert text.startswith("Holds under the most favourable reading (toy2d, k conditioning: learned_zero_init)")
+    assert "1 of 3 readings make the claim hold" in text and "under our reading 1" in text
+    rows, fig = readings.readings_table(res)
+    assert fig is not None and len(rows) == 6
+    art = store.load_artefact("cpu", "A.readings")
+    assert art["verdict"] == text and art["figure"]
+    assert readings.readings_sentence(res) == f" Against the readings of the lost equations (A.readings): {text}"
+
+
+def test_readings_verdict_with_no_reading_that_holds_says_so():
+    from kl_repro.paper_a import readings
+
+    def pair(name, speed, default=False):
+        eff = speedup_effect(_pairs(speed, 3, np.random.default_rng(int(10 * speed))), target=2.0)
+        return {"reading": name, "default": default, "data": "toy2d", "kl": "KL-8d-b16", "effect": eff}
+
+    text = readings.readings_verdict([pair("ours", 1.0, True), pair("unit noise", 1.3)])
+    assert not text.startswith(V.HOLDS) and "no reading of the 2 tested makes the claim hold" in text
+    assert "most favourable reading (toy2d, unit noise)" in text
+    assert readings.readings_verdict([]).startswith(V.NOT_TESTED)

@@ -16,10 +16,10 @@ from kl_repro.chapters.base import ChapterConfig, set_threads
 from kl_repro.core import plotting, store
 from kl_repro.core.tables import display_table
 from kl_repro.core.verdict import not_tested
-from kl_repro.paper_a import figures, forest, metric_noise as noise, tables, verdicts
+from kl_repro.paper_a import figures, forest, metric_noise as noise, readings as rd, tables, verdicts
 from kl_repro.paper_a.results import PANELS, Results, load_results
 
-__all__ = ["PaperAResultsConfig", "prepare", "load", "plan", "effects", "metric_noise", "table1", "fig1", "fig2", "speedup", "baseline_t20",
+__all__ = ["PaperAResultsConfig", "prepare", "load", "plan", "effects", "metric_noise", "table1", "fig1", "fig2", "speedup", "readings", "baseline_t20",
            "table2", "table3", "fig3", "fig4", "fig5", "fig6", "samples", "fig10", "claims"]
 
 
@@ -135,6 +135,13 @@ def fig2(res: Results, panel: str):
 def speedup(res: Results):
     """The speed-up to the baseline's best score, per KL run and data set."""
     return _shown(res, "A.speedup", _styled(tables.speedup_table(res), precision=2, na_rep="never"))
+
+
+def readings(res: Results):
+    """``A.readings``: its verdict, then the table of each reading's speed-up and final gap (the figure of the
+    same intervals is left open for the notebook to show under it)."""
+    rows, _ = rd.readings_table(res)
+    return _shown(res, "A.readings", _styled(rows, precision=2, na_rep="never") if rows else None)
 
 
 def baseline_t20(res: Results):

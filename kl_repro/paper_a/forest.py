@@ -25,7 +25,7 @@ from kl_repro.core.registry import paper_values
 from kl_repro.core.verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_TESTED, PARTLY
 from kl_repro.paper_a.results import Results
 
-__all__ = ["PANELS", "effect_rows", "forest"]
+__all__ = ["PANELS", "effect_rows", "draw_panel", "forest"]
 
 WORD_COLOURS = {HOLDS: "tab:green", PARTLY: "tab:olive", INCONCLUSIVE: "tab:grey", DOES_NOT_HOLD: "tab:red",
                 NOT_TESTED: "0.7"}
@@ -62,23 +62,28 @@ def effect_rows(profiles: tuple[str, ...] = PROFILES) -> list[dict]:
     return rows
 
 
-def _panel(ax, rows: list[dict], title: str, null: float, log: bool, paper: float) -> None:
+def draw_panel(ax, rows: list[dict], title: str, null: float, log: bool, paper: float | None) -> None:
+    """One panel: per row a marker at ``estimate``, a bar over ``[lo, hi]`` coloured by ``verdict``; the
+    no-effect line at ``null`` and the paper's value (dashed; None: no line).  Row labels: ``label`` or
+    profile, data set and pair."""
     labels = []
     for y, r in enumerate(rows):
         c = WORD_COLOURS.get(r["verdict"], "k")
         if not math.isnan(r["lo"]):
             ax.plot([r["lo"], r["hi"]], [y, y], color=c, lw=2.5, solid_capstyle="butt")
         ax.plot([r["estimate"]], [y], "o", color=c, ms=6)
-        labels.append(f"{r['profile']} · {r['data']} · {r['pair']} ({r['seeds']} seeds)")
+        labels.append(r.get("label") or f"{r['profile']} · {r['data']} · {r['pair']} ({r['seeds']} seeds)")
     ax.axvline(null, color="k", lw=0.8, ls=":")
-    ax.axvline(paper, color="tab:blue", lw=1.2, ls="--", label=f"paper: {paper:.2g}")
+    if paper is not None:
+        ax.axvline(paper, color="tab:blue", lw=1.2, ls="--", label=f"paper: {paper:.2g}")
     if ax.get_subplotspec().is_first_col():
         ax.set_yticks(range(len(rows)), labels, fontsize="x-small")
         ax.set_ylim(len(rows) - 0.5, -0.5)
     if log:
         ax.set_xscale("log")
     ax.set_title(title, fontsize="small")
-    ax.legend(fontsize="x-small", loc="lower right")
+    if paper is not None:
+        ax.legend(fontsize="x-small", loc="lower right")
 
 
 def forest(res: Results):
@@ -95,7 +100,7 @@ def forest(res: Results):
     n = max(len(p) for p in per_panel)
     fig, axes = plt.subplots(1, 3, figsize=(15, 1.2 + 0.38 * n), sharey=True)
     for ax, spec, prs, pv in zip(axes, PANELS, per_panel, paper):
-        _panel(ax, prs, spec[3], spec[4], spec[5], pv)
+        draw_panel(ax, prs, spec[3], spec[4], spec[5], pv)
     fig.suptitle("Paper A's effects with 95 % intervals over seeds (colour: verdict; green holds, olive partly, "
                  "grey inconclusive, red does not hold)", fontsize="small")
     fig.tight_layout()

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kl_repro.core import store
+from kl_repro.core.registry import paper_values
 from kl_repro.core.profiles import Profile, as_profile
 from kl_repro.core.verdict import not_tested
 from kl_repro.paper_a import matrix
 from kl_repro.paper_a.training.run import Run
 
-__all__ = ["PANELS", "Results", "load_results", "absent", "by_step", "best_per_seed", "final_value", "panel_runs"]
+__all__ = ["PANELS", "Results", "load_results", "absent", "by_step", "best_per_seed", "final_value", "final_scores",
+           "panel_runs", "speedup_target"]
 
 # Fig. 2's panels: the paper's data set behind each, and the artefact id our stand-in runs make.
 PANELS = {"a": ("MNIST-32", "A.fig2a"), "b": ("CelebAHQ-64", "A.fig2b"), "c": ("CIFAR10-32", "A.fig2c")}
@@ -161,3 +163,22 @@ def final_value(res: Results, run_id: str) -> float | None:
 def panel_runs(res: Results, panel: str) -> list[str]:
     """Run ids of Fig. 2's panel ``a``, ``b`` or ``c``."""
     return [r.id for r in res.runs(PANELS[panel][1])]
+
+
+def final_scores(res: Results, run_id: str) -> list[float]:
+    """One final score per finished seed; before any seed has a final evaluation, each seed's last proxy score
+    (never a mix: a Fréchet distance of fewer samples is biased upwards)."""
+    finals = [f["value"] for f in sorted(res.final(run_id), key=lambda f: f["seed"])]
+    if finals:
+        return finals
+    last: dict[int, float] = {}
+    for r in sorted(res.curve(run_id), key=lambda r: r["step"]):
+        last[r["seed"]] = r["value"]
+    return [last[seed] for seed in sorted(last)]
+
+
+def speedup_target(data: str) -> float:
+    """The paper's speed-up on ``data``: "about 2x" (MNIST-32, CelebAHQ-64), "more than 3x" (CIFAR10-32, CelebAHQ-128;
+    Paper A, abstract and App. D); the reduced profiles' stand-ins for MNIST take 2."""
+    claim = paper_values("A")["claims"]["speedup"]
+    return float(claim.get("by_data", {}).get(data, claim["value"]))

@@ -173,6 +173,21 @@ def _claim_rows(paper: str, profile: str) -> list[dict]:
     return claims_a(profile) if paper == "A" else claims_b(profile)
 
 
+#: Headline claims with a follow-up question answered by another artefact: (paper, claim key) -> (question, artefact).
+FOLLOW_UPS = {("A", "speedup"): ("Does any reading of the lost equations make it hold?", "A.readings")}
+
+
+def _sub_lines(profile: Profile, paper: str, key: str, sections: dict) -> list[str]:
+    """The follow-up under a headline (:data:`FOLLOW_UPS`), when its artefact was made at this profile."""
+    if (paper, key) not in FOLLOW_UPS:
+        return []
+    question, art_id = FOLLOW_UPS[(paper, key)]
+    art = store.load_artefact(profile.name, art_id)
+    if not is_produced(art):
+        return []
+    return [f"  - **{_esc(question)}** {_verdict_short(art['verdict'], 260)} {_ref(art_id, 'see the section', sections)}"]
+
+
 def headlines_markdown(profile: Profile, sections: dict) -> str:
     """Each paper's headline claims, one short line each: claim, verdict word, the numbers behind it, a link."""
     out = []
@@ -187,6 +202,7 @@ def headlines_markdown(profile: Profile, sections: dict) -> str:
                 continue
             link = _ref(row["shown in"], "see the section", sections)
             out.append(f"- **{_esc(short)}** ({_esc(row['source'])}). {_verdict_short(verdict_text(row['verdict']), 260)} {link}")
+            out += _sub_lines(profile, paper, key, sections)
         out.append("")
     return "\n".join(out)
 
