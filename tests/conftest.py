@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from xdist.scheduler import LoadScopeScheduling
 
+from kl_repro.core.profiles import load_profile
+from kl_repro.paper_a.matrix import planned_runs
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -63,7 +66,11 @@ def run_cli(*args, results: Path, env_extra: dict | None = None, timeout: int = 
 
 
 def _finished_runs(results: Path) -> dict[str, float]:
-    return {p.parent.name: p.stat().st_mtime for p in (results / "smoke" / "runs").glob("*/finished.json")}
+    """The smoke matrix's finished training runs (not the small runs chapter 02 trains in the same folder while
+    the matrix trains) and their ``finished.json`` times."""
+    names = {p.run_dir.name for p in planned_runs(load_profile("smoke"))}
+    return {p.parent.name: p.stat().st_mtime for p in (results / "smoke" / "runs").glob("*/finished.json")
+            if p.parent.name in names}
 
 
 @pytest.fixture(scope="session")
