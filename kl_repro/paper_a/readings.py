@@ -22,7 +22,6 @@ any reading makes the paper's claim hold.
 
 from __future__ import annotations
 
-import math
 
 import matplotlib.pyplot as plt
 
@@ -80,12 +79,7 @@ def reading_pairs(res: Results) -> list[dict]:
                      and reading_of(_first_plan(res, b.id))["lr"] == rd["lr"]), None)
         if base is None:
             continue
-        per_seed = []
-        for seed in s.seeds:
-            b_rows = [r for r in res.curve(base.id) if r["seed"] == seed and r["step"] > 0]
-            k_rows = [r for r in res.curve(s.id) if r["seed"] == seed and r["step"] > 0]
-            if b_rows and k_rows:
-                per_seed.append(statistics.seed_speedup(b_rows, k_rows, seed))
+        per_seed = statistics.seed_speedups(res.curve(base.id), res.curve(s.id), s.seeds)
         out.append({"reading": reading_name(rd, default), "default": s is ref, "data": s.data, "kl": s.label,
                     "baseline": base.label, "kl_id": s.id, "base_id": base.id,
                     "effect": statistics.speedup_effect(per_seed, target=speedup_target(s.data)),
@@ -93,16 +87,12 @@ def reading_pairs(res: Results) -> list[dict]:
     return out
 
 
-def _ci(iv, fmt: str) -> str:
-    return "–" if math.isnan(iv.lo) else f"[{iv.lo:{fmt}}, {iv.hi:{fmt}}]"
-
-
 def _row(p: dict) -> dict:
     sp, gap = statistics.interval_of(p["effect"]), statistics.interval_of(p["final_gap"])
     return {"data": p["data"], "reading": p["reading"], "KL run": p["kl"], "baseline": p["baseline"],
-            "seeds": p["effect"]["n"], "speed-up": sp.estimate, "95 % CI": _ci(sp, ".2g"),
+            "seeds": p["effect"]["n"], "speed-up": sp.estimate, "95 % CI": statistics.ci_text(sp),
             "speed-up verdict": p["effect"]["word"], "censored": f"{p['effect']['censored']}/{p['effect']['n']}",
-            "final gap": gap.estimate, "95 % CI (gap)": _ci(gap, "+.0%"), "gap verdict": p["final_gap"]["word"]}
+            "final gap": gap.estimate, "95 % CI (gap)": statistics.ci_text(gap, "+.0%"), "gap verdict": p["final_gap"]["word"]}
 
 
 def readings_verdict(pairs: list[dict]) -> str:

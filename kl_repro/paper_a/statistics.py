@@ -37,8 +37,8 @@ import numpy as np
 from kl_repro.core.verdict import judge_interval
 from kl_repro.evaluation.intervals import Interval, difference_interval, first_crossing, mean_interval, smooth
 
-__all__ = ["SMOOTH_WINDOW", "TARGET_TOL", "PLATEAU_TOL", "seed_curve", "plateaued", "seed_speedup",
-           "speedup_effect", "final_gap_effect", "interval_of"]
+__all__ = ["SMOOTH_WINDOW", "TARGET_TOL", "PLATEAU_TOL", "seed_curve", "plateaued", "seed_speedup", "seed_speedups",
+           "speedup_effect", "final_gap_effect", "interval_of", "ci_text"]
 
 SMOOTH_WINDOW = 3  # evaluations in the centred running mean
 TARGET_TOL = 0.05  # target = (1 + TARGET_TOL) x the smoothed baseline's best
@@ -73,6 +73,17 @@ def seed_speedup(base_rows: list[dict], kl_rows: list[dict], seed: int) -> dict 
     used = float(ks[-1]) if censored else s_kl
     return {"seed": seed, "target": level, "baseline_step": s_base, "kl_step": s_kl, "kl_steps_run": float(ks[-1]),
             "speedup": s_base / used, "censored": censored, "baseline_plateaued": plateaued(bs, sb)}
+
+
+def seed_speedups(base_rows: list[dict], kl_rows: list[dict], seeds) -> list[dict]:
+    """:func:`seed_speedup` of every seed in ``seeds`` that both curves have (eval rows of all seeds, step 0 left out)."""
+    out = []
+    for seed in seeds:
+        b = [r for r in base_rows if r["seed"] == seed and r["step"] > 0]
+        k = [r for r in kl_rows if r["seed"] == seed and r["step"] > 0]
+        if b and k:
+            out.append(seed_speedup(b, k, seed))
+    return out
 
 
 def speedup_effect(per_seed: list[dict], target: float | None = 2.0, cost_ratio: float = 1.0) -> dict:
@@ -111,3 +122,8 @@ def final_gap_effect(kl_scores: list[float], base_scores: list[float], paper_rat
 def interval_of(effect: dict, key: str = "interval") -> Interval:
     """The :class:`Interval` stored (as a dict) in an effect of :func:`speedup_effect` / :func:`final_gap_effect`."""
     return Interval(**effect[key])
+
+
+def ci_text(iv: Interval, fmt: str = ".2g") -> str:
+    """``"[lo, hi]"`` of an interval for a table cell, ``"–"`` without one."""
+    return "–" if math.isnan(iv.lo) else f"[{iv.lo:{fmt}}, {iv.hi:{fmt}}]"

@@ -149,19 +149,15 @@ def speedup(res: Results, data: str, artefact: str = "A.speedup") -> dict:
     return out
 
 
-def _ci(iv, fmt: str = ".2g") -> str:
-    return "–" if np.isnan(iv.lo) else f"[{iv.lo:{fmt}}, {iv.hi:{fmt}}]"
-
-
 def _speedup_row(data: str, p: dict) -> dict:
     eff, gap = p["effect"], p["final_gap"]
     sp, cp, g = (statistics.interval_of(e, k) for e, k in ((eff, "interval"), (eff, "compute_interval"), (gap, "interval")))
     return {"data": data, "KL run": p["kl"], "baseline": p["baseline"], "seeds": eff["n"],
-            "speed-up": sp.estimate, "95 % CI": _ci(sp), "speed-up verdict": eff["word"],
+            "speed-up": sp.estimate, "95 % CI": statistics.ci_text(sp), "speed-up verdict": eff["word"],
             "censored": f"{eff['censored']}/{eff['n']}", "baseline flat": f"{eff['baseline_plateaued']}/{eff['n']}",
-            "per network evaluation": cp.estimate, "95 % CI (compute)": _ci(cp),
+            "per network evaluation": cp.estimate, "95 % CI (compute)": statistics.ci_text(cp),
             "equal-compute verdict": eff["compute_word"],
-            "final gap": gap["interval"]["estimate"], "95 % CI (gap)": _ci(g, "+.0%"),
+            "final gap": gap["interval"]["estimate"], "95 % CI (gap)": statistics.ci_text(g, "+.0%"),
             "gap verdict": gap["word"], "raw speed-up (mean)": p["mean"], "raw reached": p["reached"]}
 
 
