@@ -80,7 +80,7 @@ def smoke_build(tmp_path_factory):
     if reuse:
         b = Path(reuse)
         return {"proc": None, "results": Path(os.environ.get("KL_REPRO_RESULTS", "results")), "build": b,
-                "html": b / "book" / "_build" / "html", "interrupted": None, "before": {}}
+                "html": b / "book" / "_build" / "html", "interrupted": None, "before": {}, "evaluated": set()}
     base = tmp_path_factory.mktemp("smoke")
     results, build = base / "results", base / "build"
     cmd = [sys.executable, "-m", "kl_repro.pipeline.cli", "reproduce", "--profile", "smoke", "--build-root", str(build)]
@@ -95,9 +95,10 @@ def smoke_build(tmp_path_factory):
     first.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the training stage
     out_first, _ = first.communicate(timeout=120)
     before = {k: v for k, v in _finished_runs(results).items()}
+    evaluated = {k for k in before if (results / "smoke" / "runs" / k / "final.json").exists()}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(results), timeout=900, cwd=REPO)
     return {"proc": proc, "results": results, "build": build, "html": build / "book" / "_build" / "html",
-            "interrupted": (first.returncode, out_first), "before": before}
+            "interrupted": (first.returncode, out_first), "before": before, "evaluated": evaluated}
 
 
 def _smoke_book_tests() -> set[str]:

@@ -149,3 +149,70 @@ def test_readings_verdict_with_no_reading_that_holds_says_so():
     assert not text.startswith(V.HOLDS) and "no reading of the 2 tested makes the claim hold" in text
     assert "most favourable reading (toy2d, unit noise)" in text
     assert readings.readings_verdict([]).startswith(V.NOT_TESTED)
+
+
+def _ladder_results(tmp_path, monkeypatch, speeds: dict, kl_floor: dict):
+    """The mnist matrix's ladder runs with planted curves (3 seeds each; baselines speed 1, floor 1)."""
+    from kl_repro.core.profiles import load_profile
+    from kl_repro.paper_a import matrix as E
+    from kl_repro.paper_a.results import Results
+
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
+    rng = np.random.default_rng(3)
+    curves = {}
+    for dim, sp in speeds.items():
+        suffix = "" if dim == 16 else f"-dim{dim}"
+        curves[f"mnist/baseline-b16{suffix}"] = [r for s in range(3) for r in _rows(s, _curve(rng, 1.0, noise=0.005))]
+        curves[f"mnist/kl8-b16{suffix}"] = [r for s in range(3) for r in _rows(s, _curve(rng, sp, noise=0.005,
+                                                                                          floor=kl_floor[dim]))]
+    mnist = load_profile("mnist")
+    return Results(mnist, E.load_matrix(mnist), E.planned_runs(mnist), curves)
+
+
+def test_ladder_finds_a_planted_speedup_that_grows_with_the_network(tmp_path, monkeypatch):
+    """A.ladder on the mnist matrix: speed-ups 0.8x, 1.2x, 1.8x over 12 k ... 186 k
+    parameters must give intervals that contain the planted values and a growing speed-up (all runs share one floor,
+    so the final ratio has no trend upwards)."""
+    from kl_repro.core import store
+    from kl_repro.paper_a import ladder
+
+    res = _ladder_results(tmp_path, monkeypatch, {4: 0.8, 8: 1.2, 16: 1.8}, {4: 1.0, 8: 1.0, 16: 1.0})
+    pairs = ladder.rung_pairs(res)
+    assert [p["dim"] for p in pairs] == [4, 8, 16] and pairs[0]["params"] < pairs[1]["params"] < pairs[2]["params"]
+    assert pairs[2]["params"] / pairs[0]["params"] > 10 and pairs[2]["kl_id"] == "mnist/kl8-b16"
+    for p, planted in zip(pairs, (0.8, 1.2, 1.8)):
+        iv = p["effect"]["interval"]
+        assert iv["lo"] <= planted * 1.1 and iv["hi"] >= planted * 0.9 and p["effect"]["n"] == 3
+    tr = ladder.trends(pairs)
+    assert tr["speedup"]["direction"] == "grows" and tr["speedup"]["lo"] > 0
+    assert tr["ratio"]["direction"] != "grows" and tr["ratio"]["n"] == 9
+    assert tr["speedup"]["at_paper"] > 1.8  # the line keeps rising to 35.7 M
+    text = ladder.ladder_verdict(pairs)
+    assert "The speed-up grows with the network" in text and "an extrapolation over" in text and "not a measurement" in text
+    rows, fig = ladder.ladder_table(res)
+    assert fig is not None and [r["dim"] for r in rows] == [4, 8, 16]
+    art = store.load_artefact("mnist", "A.ladder")
+    assert art["verdict"] == text and art["figure"] and art["paper"]["value"]["params"] == pytest.approx(35.7e6)
+
+
+def test_ladder_with_a_planted_zero_effect_sees_no_trend_and_no_speedup(tmp_path, monkeypatch):
+    from kl_repro.paper_a import ladder
+
+    res = _ladder_results(tmp_path, monkeypatch, {4: 1.0, 8: 1.0, 16: 1.0}, {4: 1.0, 8: 1.0, 16: 1.0})
+    pairs = ladder.rung_pairs(res)
+    assert all(p["effect"]["word"] != V.HOLDS for p in pairs)
+    tr = ladder.trends(pairs)
+    assert tr["speedup"]["direction"] == "no trend detectable" and tr["speedup"]["lo"] < 0 < tr["speedup"]["hi"]
+    assert ladder.ladder_verdict(pairs[:1]).startswith(V.NOT_TESTED)
+
+
+def test_slope_interval_covers_a_planted_slope():
+    from kl_repro.paper_a.ladder import slope_interval
+
+    rng = np.random.default_rng(0)
+    x = np.repeat([4.0, 4.6, 5.3], 3)
+    fit = slope_interval(x, 0.1 + 0.5 * x + 0.05 * rng.standard_normal(len(x)))
+    assert fit["lo"] < 0.5 < fit["hi"] and fit["hi"] - fit["lo"] < 0.4 and fit["n"] == 9
+    m, lo, hi = fit["predict"](7.55)
+    assert lo < 0.1 + 0.5 * 7.55 < hi
+    assert np.isnan(slope_interval([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])["slope"])

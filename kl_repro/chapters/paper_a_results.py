@@ -16,10 +16,10 @@ from kl_repro.chapters.base import ChapterConfig, set_threads
 from kl_repro.core import plotting, store
 from kl_repro.core.tables import display_table
 from kl_repro.core.verdict import not_tested
-from kl_repro.paper_a import figures, forest, metric_noise as noise, readings as rd, tables, verdicts
+from kl_repro.paper_a import figures, forest, ladder as ld, metric_noise as noise, readings as rd, tables, verdicts
 from kl_repro.paper_a.results import PANELS, Results, load_results
 
-__all__ = ["PaperAResultsConfig", "prepare", "load", "plan", "effects", "metric_noise", "table1", "fig1", "fig2", "speedup", "readings", "baseline_t20",
+__all__ = ["PaperAResultsConfig", "prepare", "load", "plan", "effects", "metric_noise", "table1", "fig1", "fig2", "speedup", "readings", "ladder", "baseline_t20",
            "table2", "table3", "fig3", "fig4", "fig5", "fig6", "samples", "fig10", "claims"]
 
 
@@ -142,6 +142,13 @@ def readings(res: Results):
     same intervals is left open for the notebook to show under it)."""
     rows, _ = rd.readings_table(res)
     return _shown(res, "A.readings", _styled(rows, precision=2, na_rep="never") if rows else None)
+
+
+def ladder(res: Results):
+    """``A.ladder``: its verdict, then one row per network size (the figure against parameter count is left open
+    for the notebook to show under it)."""
+    rows, _ = ld.ladder_table(res)
+    return _shown(res, "A.ladder", _styled(rows, precision=2, na_rep="never") if rows else None)
 
 
 def baseline_t20(res: Results):

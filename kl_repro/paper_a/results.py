@@ -21,7 +21,7 @@ from kl_repro.core.verdict import not_tested
 from kl_repro.paper_a import matrix
 from kl_repro.paper_a.training.run import Run
 
-__all__ = ["PANELS", "Results", "load_results", "absent", "by_step", "best_per_seed", "final_value", "final_scores",
+__all__ = ["PANELS", "Results", "load_results", "absent", "by_step", "best_per_seed", "final_value", "final_by_seed", "final_scores",
            "panel_runs", "speedup_target"]
 
 # Fig. 2's panels: the paper's data set behind each, and the artefact id our stand-in runs make.
@@ -165,16 +165,21 @@ def panel_runs(res: Results, panel: str) -> list[str]:
     return [r.id for r in res.runs(PANELS[panel][1])]
 
 
-def final_scores(res: Results, run_id: str) -> list[float]:
-    """One final score per finished seed; before any seed has a final evaluation, each seed's last proxy score
-    (never a mix: a Fréchet distance of fewer samples is biased upwards)."""
-    finals = [f["value"] for f in sorted(res.final(run_id), key=lambda f: f["seed"])]
+def final_by_seed(res: Results, run_id: str) -> dict[int, float]:
+    """One final score per finished seed, ``{seed: score}`` by seed; before any seed has a final evaluation,
+    each seed's last proxy score (never a mix: a Fréchet distance of fewer samples is biased upwards)."""
+    finals = {int(f["seed"]): f["value"] for f in res.final(run_id)}
     if finals:
-        return finals
+        return dict(sorted(finals.items()))
     last: dict[int, float] = {}
     for r in sorted(res.curve(run_id), key=lambda r: r["step"]):
-        last[r["seed"]] = r["value"]
-    return [last[seed] for seed in sorted(last)]
+        last[int(r["seed"])] = r["value"]
+    return dict(sorted(last.items()))
+
+
+def final_scores(res: Results, run_id: str) -> list[float]:
+    """:func:`final_by_seed`'s scores, in seed order."""
+    return list(final_by_seed(res, run_id).values())
 
 
 def speedup_target(data: str) -> float:

@@ -174,18 +174,19 @@ def _claim_rows(paper: str, profile: str) -> list[dict]:
 
 
 #: Headline claims with a follow-up question answered by another artefact: (paper, claim key) -> (question, artefact).
-FOLLOW_UPS = {("A", "speedup"): ("Does any reading of the lost equations make it hold?", "A.readings")}
+FOLLOW_UPS = {("A", "speedup"): (("Does any reading of the lost equations make it hold?", "A.readings"),
+                                  ("Does the gap close as the network grows?", "A.ladder"))}
 
 
 def _sub_lines(profile: Profile, paper: str, key: str, sections: dict) -> list[str]:
-    """The follow-up under a headline (:data:`FOLLOW_UPS`), when its artefact was made at this profile."""
-    if (paper, key) not in FOLLOW_UPS:
-        return []
-    question, art_id = FOLLOW_UPS[(paper, key)]
-    art = store.load_artefact(profile.name, art_id)
-    if not is_produced(art):
-        return []
-    return [f"  - **{_esc(question)}** {_verdict_short(art['verdict'], 260)} {_ref(art_id, 'see the section', sections)}"]
+    """The follow-ups under a headline (:data:`FOLLOW_UPS`) whose artefact was made at this profile."""
+    lines = []
+    for question, art_id in FOLLOW_UPS.get((paper, key), ()):
+        art = store.load_artefact(profile.name, art_id)
+        if is_produced(art):
+            lines.append(f"  - **{_esc(question)}** {_verdict_short(art['verdict'], 260)} "
+                         f"{_ref(art_id, 'see the section', sections)}")
+    return lines
 
 
 def headlines_markdown(profile: Profile, sections: dict) -> str:
