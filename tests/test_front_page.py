@@ -77,3 +77,20 @@ def test_sections_that_show_artefacts_get_labels():
 @pytest.mark.parametrize("art_id,label", [("A.table1", "art-a-table1"), ("B.spectra_ou", "art-b-spectra-ou")])
 def test_anchor_labels(art_id, label):
     assert front_page.anchor_label(art_id) == label
+
+
+def test_the_speedup_headline_gets_one_follow_up_per_produced_experiment(tmp_path, monkeypatch):
+    """Under paper A's speed-up headline: the readings and the capacity ladder, each only where it was made."""
+    from kl_repro.core.profiles import load_profile
+    from kl_repro.pipeline.front_page import _sub_lines
+
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
+    mnist = load_profile("mnist")
+    assert _sub_lines(mnist, "A", "speedup", {}) == []
+    store.save_artefact("mnist", "A.readings", {"verdict": "Not tested by this experiment, because: absent here."})
+    store.save_artefact("mnist", "A.ladder", {"verdict": "Inconclusive: 1.1x [0.8, 1.5] at 182 k parameters."})
+    lines = _sub_lines(mnist, "A", "speedup", {"A.ladder": "x"})
+    assert len(lines) == 1 and "**Does the gap close as the network grows?**" in lines[0]
+    assert "Inconclusive" in lines[0] and "<art-a-ladder>" in lines[0]
+    store.save_artefact("mnist", "A.readings", {"verdict": "Inconclusive: 1.2x under our reading."})
+    assert len(_sub_lines(mnist, "A", "speedup", {})) == 2
