@@ -30,6 +30,7 @@ from kl_repro.nets import count_parameters
 from kl_repro.paper_a import statistics
 from kl_repro.paper_a.forest import WORD_COLOURS
 from kl_repro.paper_a.results import Results, absent, final_by_seed, final_scores, speedup_target
+from kl_repro.paper_a.training.run import build_model
 
 __all__ = ["paper_point", "n_params", "rung_pairs", "slope_interval", "trends", "ladder_verdict", "ladder_table"]
 
@@ -46,8 +47,6 @@ def paper_point() -> dict:
 
 def n_params(planned) -> int:
     """Parameters of the network a planned run trains (built on the CPU, untrained)."""
-    from kl_repro.paper_a.training.run import build_model
-
     return count_parameters(build_model(planned.config))
 
 
