@@ -172,3 +172,21 @@ def test_run_matrix_trains_in_worker_processes_then_reuses(tmp_path, monkeypatch
     assert json.loads((plan[1].run_dir / "final.json").read_text())["result"]["metric"] == "energy"
     again = []
     assert run_matrix(profile, log=again.append) == [] and "2 reused" in again[0]
+
+
+def test_the_progress_line_weights_each_step_by_its_runs_estimated_cost(tmp_path, monkeypatch):
+    """Half of one KL-8d-b16 run of the mnist matrix done: the line shows its share of the estimated seconds, not of the steps."""
+    from kl_repro.pipeline.scheduler import _Queue
+
+    monkeypatch.setenv("KL_REPRO_RESULTS", str(tmp_path))
+    mnist = load_profile("mnist")
+    plan = E.planned_runs(mnist)
+    kl = next(p for p in plan if p.key == "mnist/kl8-b16@s0")
+    kl.run_dir.mkdir(parents=True)
+    (kl.run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1000}) + "\n")
+    lines = []
+    _Queue(mnist, list(plan), set(), lines.append).report(0.0)
+    cost = sum(p.spec.est_s_per_step * p.steps for p in plan)
+    want = 100 * kl.spec.est_s_per_step * 1000 / cost
+    assert f"progress {want:5.1f}% of the training" in lines[0]
+    assert abs(want - 100 * 1000 / sum(p.steps for p in plan)) > 0.5  # unweighted would read differently

@@ -237,12 +237,19 @@ class _Queue:
                 self.log(f"  FAILED   {p.key}; see {p.run_dir / 'train.log'}")
 
     def report(self, t_start: float) -> None:
-        """One progress line: the share of all steps trained, the time elapsed, each running run's step."""
-        total_steps = sum(p.steps for p in self.todo) or 1
-        trained = sum(min(p.progress_step(), p.steps) for p in self.todo)
+        """One progress line: the share of the training trained (steps weighted by each run's estimated seconds
+        per step, so a KL step counts more than a baseline step), the time elapsed, each running run's step."""
+        known = [p.spec.est_s_per_step for p in self.todo if p.spec.est_s_per_step]
+        default = sum(known) / len(known) if known else 1.0
+
+        def weight(p) -> float:
+            return p.spec.est_s_per_step or default
+
+        total_steps = sum(weight(p) * p.steps for p in self.todo) or 1
+        trained = sum(weight(p) * min(p.progress_step(), p.steps) for p in self.todo)
         names = ", ".join(p.label if isinstance(p, SideTask) else f"{p.key} {p.progress_step()}/{p.steps}"
                           for p, _ in self.running.values())
-        self.log(f"  progress {100 * trained / total_steps:5.1f}% of steps, {_fmt_s(time.time() - t_start)} "
+        self.log(f"  progress {100 * trained / total_steps:5.1f}% of the training, {_fmt_s(time.time() - t_start)} "
                  f"elapsed; running: {names}")
 
 
