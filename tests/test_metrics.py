@@ -7,6 +7,8 @@ classifier, on scikit-learn's embedded 8x8 digits, so they run in seconds on a C
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -369,6 +371,28 @@ def test_clf_extractor_is_cached_by_content():
     torch.testing.assert_close(e1.fn(x)["features"], e2.fn(x)["features"])
     e3 = F._clf_factory(ref, "cpu", cfg.replace(seed=1))  # another config: another classifier
     assert e3.identity != e1.identity
+
+
+def test_clf_extractor_decodes_a_data_set_on_disk_once_per_process(tmp_path, monkeypatch):
+    """A training run scores its samples every few hundred steps: the second extractor of the same MNIST files
+    must not decode, resize and hash the images again; touching a file (new mtime) must."""
+    from paper_fixtures import write_mnist
+
+    write_mnist(tmp_path, 40, 10, np.random.default_rng(0))
+    calls = []
+    real = F.load_images
+    monkeypatch.setattr(F, "load_images", lambda cfg: calls.append(cfg) or real(cfg))
+    ref = R.ReferenceConfig("mnist", resolution=16, root=str(tmp_path))
+    cfg = F.ClassifierConfig(steps=5)
+    e1 = F._clf_factory(ref, "cpu", cfg)
+    e2 = F._clf_factory(ref, "cpu", cfg)
+    assert len(calls) == 1 and e1.identity == e2.identity
+    x = F.to_uint8_rgb(torch.zeros(2, 1, 16, 16))
+    torch.testing.assert_close(e1.fn(x)["features"], e2.fn(x)["features"])
+    img = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))
+    F._clf_factory(ref, "cpu", cfg)
+    assert len(calls) == 2
 
 
 def test_default_extractors():
