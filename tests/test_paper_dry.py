@@ -219,8 +219,10 @@ def test_every_results_page_renders(dry, capsys, monkeypatch):
     shown += [chapter.samples(res, a) for a in ("A.fig7", "A.fig8", "A.fig9")]
     shown.append(chapter.fig10(res))
     assert chapter.readings(res) is None  # declared absent: the readings experiment runs at the cpu profile
+    assert chapter.ladder(res) is None  # declared absent: the capacity ladder runs at the mnist profile
     out = capsys.readouterr().out
     assert "not produced" not in out and "A.readings: Not tested by this experiment" in out
+    assert "A.ladder: Not tested by this experiment" in out
     assert all(v is not None for v in shown)
     m = load_matrix(dry["profile"])
     for art in sorted(m.artefacts()):
