@@ -245,3 +245,8 @@ def worker_pool(workers: int, initializer=None, initargs: tuple = (), mp_context
         raise
     pool.shutdown(wait=True)
 
+
+def file_signature(files) -> list | None:
+    """``[[path, size, mtime_ns], ...]`` of ``files`` (None for none): a cache key that changes with any file,
+    read without opening them."""
+    return [[str(f.resolve()), st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]] if files else None

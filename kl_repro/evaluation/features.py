@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from kl_repro.core.config import Config, ConfigError, config_hash, require, to_dict
 from kl_repro.core.images import to_float, to_uint8
-from kl_repro.core.store import atomic_torch_save, atomic_write_json, cache_dir, read_json
+from kl_repro.core.store import atomic_torch_save, atomic_write_json, cache_dir, file_signature, read_json
 from kl_repro.data import DataConfig, load_images, source_files
 from kl_repro.evaluation.inception import describe, inception_weights, sha256_file
 
@@ -353,35 +353,22 @@ def train_classifier(images, labels, cfg: ClassifierConfig = ClassifierConfig())
     return net, float((pred == y[-n_test:]).float().mean())
 
 
-#: Classifiers already built in this process, by data set, resolution, source files and config: a training run
-#: scores its samples every few hundred steps, and decoding, resizing and hashing 60,000 MNIST images each time
-#: cost about 20 s per evaluation.
-_CLF_BUILT: dict[str, tuple[nn.Module, dict]] = {}
-
-
-def _clf_memo_key(data: DataConfig, cfg: ClassifierConfig) -> str | None:
-    """The key of :data:`_CLF_BUILT`: the data config, the classifier config and the source files' names, sizes and
-    times (None for a data set without files, e.g. the embedded digits: built each time, which is cheap)."""
-    files = source_files(data)
-    if not files:
-        return None
-    sources = [[str(f.resolve()), st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]]
-    return config_hash({"data": to_dict(data), "cfg": to_dict(cfg), "sources": sources}, 16)
+_CLF_BUILT: dict[str, tuple[nn.Module, dict]] = {}  # built in this process (60,000 MNIST images: ~20 s to decode)
 
 
 def _clf_net(data: DataConfig, cfg: ClassifierConfig) -> tuple[nn.Module, dict]:
     """The classifier of ``data`` (CPU, eval mode) and its metadata: built once per process, cached on disk by content."""
-    memo = _clf_memo_key(data, cfg)
-    if memo is not None and memo in _CLF_BUILT:
+    sources = file_signature(source_files(data))  # None for the embedded digits: built each time (cheap)
+    memo = sources and config_hash({"data": to_dict(data), "cfg": to_dict(cfg), "sources": sources}, 16)
+    if memo in _CLF_BUILT:
         return _CLF_BUILT[memo]
     images, labels = load_images(data)
     require(int(labels.min()) >= 0, f"the clf extractor needs class labels; {data.name} has none (use inception-v3-compat)")
     key = {"format": 1, "dataset": data.name, "split": "train", "shape": list(images.shape[1:]),
            "rule": "first max_train_images in file order; the last held_out fraction held out",
            "images_sha256": sha256_array(images), "labels_sha256": sha256_array(labels), "cfg": to_dict(cfg)}
-    folder = cache_dir("clf")
-    stem = f"{data.name}-{images.shape[-2]}x{images.shape[-1]}-{config_hash(key, 16)}"
-    path, meta_path = folder / f"{stem}.pt", folder / f"{stem}.json"
+    stem = cache_dir("clf") / f"{data.name}-{images.shape[-2]}x{images.shape[-1]}-{config_hash(key, 16)}"
+    path, meta_path = stem.with_name(stem.name + ".pt"), stem.with_name(stem.name + ".json")
     meta = read_json(meta_path) if meta_path.is_file() else {}
     net = None
     if path.is_file() and meta.get("key") == key and sha256_file(path) == meta.get("sha256"):
@@ -393,7 +380,7 @@ def _clf_net(data: DataConfig, cfg: ClassifierConfig) -> tuple[nn.Module, dict]:
         meta = {"key": key, "sha256": sha256_file(path), "num_classes": net[-1].out_features, "held_out_accuracy": acc}
         atomic_write_json(meta_path, meta)
     net = net.eval().requires_grad_(False)
-    if memo is not None:
+    if memo:
         _CLF_BUILT[memo] = (net, meta)
     return net, meta
 

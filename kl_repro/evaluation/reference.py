@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kl_repro.core.config import Config, config_hash, require
-from kl_repro.core.store import atomic_write_bytes, cache_dir
+from kl_repro.core.store import atomic_write_bytes, cache_dir, file_signature
 from kl_repro.data import DataConfig, load_images, source_files
 from kl_repro.evaluation.distances import gaussian_stats
 from kl_repro.evaluation.features import FeatureExtractor, build_extractor, extract_features, sha256_array
@@ -119,10 +119,9 @@ def reference_stats_from_images(images, descriptor: dict, extractor: FeatureExtr
 
 def _index_path(ref: ReferenceConfig, ext: FeatureExtractor) -> Path | None:
     """The index file of ``ref`` under ``ext`` keyed by its source files' names, sizes and times (None: no files)."""
-    files = source_files(ref.data_config())
-    if not files:
+    sources = file_signature(source_files(ref.data_config()))
+    if sources is None:
         return None
-    sources = [[str(f.resolve()), st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]]
     key = {"format": _STATS_FORMAT, "ref": ref.__dict__, "res": ref.data_config().res, "extractor": ext.identity,
            "sources": sources}
     return cache_dir("fid_refs") / f"index-{ref.dataset}-{config_hash(json.loads(json.dumps(key, default=str)), 16)}.json"
