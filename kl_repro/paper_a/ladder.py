@@ -165,12 +165,8 @@ def _size(n: float) -> str:
 
 
 def _row(p: dict) -> dict:
-    sp, gap = statistics.interval_of(p["effect"]), statistics.interval_of(p["final_gap"])
-    return {"parameters": p["params"], "dim": p["dim"], "KL run": p["kl_id"], "baseline": p["base_id"],
-            "seeds": p["effect"]["n"], "speed-up": sp.estimate, "95 % CI": statistics.ci_text(sp),
-            "speed-up verdict": p["effect"]["word"], "censored": f"{p['effect']['censored']}/{p['effect']['n']}",
-            "baseline plateaued": f"{p['effect']['baseline_plateaued']}/{p['effect']['n']}",
-            "final gap": gap.estimate, "95 % CI (gap)": statistics.ci_text(gap, "+.0%"), "gap verdict": p["final_gap"]["word"]}
+    return ({"parameters": p["params"], "dim": p["dim"], "KL run": p["kl_id"], "baseline": p["base_id"]}
+            | statistics.effect_columns(p["effect"], p["final_gap"], plateau=True))
 
 
 def _panel(ax, pairs: list[dict], key: str, shift: float, title: str, paper_value: float, tr: dict) -> None:

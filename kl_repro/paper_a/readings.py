@@ -88,11 +88,8 @@ def reading_pairs(res: Results) -> list[dict]:
 
 
 def _row(p: dict) -> dict:
-    sp, gap = statistics.interval_of(p["effect"]), statistics.interval_of(p["final_gap"])
-    return {"data": p["data"], "reading": p["reading"], "KL run": p["kl"], "baseline": p["baseline"],
-            "seeds": p["effect"]["n"], "speed-up": sp.estimate, "95 % CI": statistics.ci_text(sp),
-            "speed-up verdict": p["effect"]["word"], "censored": f"{p['effect']['censored']}/{p['effect']['n']}",
-            "final gap": gap.estimate, "95 % CI (gap)": statistics.ci_text(gap, "+.0%"), "gap verdict": p["final_gap"]["word"]}
+    return ({"data": p["data"], "reading": p["reading"], "KL run": p["kl"], "baseline": p["baseline"]}
+            | statistics.effect_columns(p["effect"], p["final_gap"]))
 
 
 def readings_verdict(pairs: list[dict]) -> str:

@@ -37,7 +37,7 @@ import numpy as np
 from kl_repro.core.verdict import judge_interval
 from kl_repro.evaluation.intervals import Interval, difference_interval, first_crossing, mean_interval, smooth
 
-__all__ = ["SMOOTH_WINDOW", "TARGET_TOL", "PLATEAU_TOL", "seed_curve", "plateaued", "seed_speedup", "seed_speedups",
+__all__ = ["SMOOTH_WINDOW", "TARGET_TOL", "PLATEAU_TOL", "seed_curve", "plateaued", "seed_speedup", "seed_speedups", "effect_columns",
            "speedup_effect", "final_gap_effect", "interval_of", "ci_text"]
 
 SMOOTH_WINDOW = 3  # evaluations in the centred running mean
@@ -127,3 +127,14 @@ def interval_of(effect: dict, key: str = "interval") -> Interval:
 def ci_text(iv: Interval, fmt: str = ".2g") -> str:
     """``"[lo, hi]"`` of an interval for a table cell, ``"–"`` without one."""
     return "–" if math.isnan(iv.lo) else f"[{iv.lo:{fmt}}, {iv.hi:{fmt}}]"
+
+
+def effect_columns(speedup: dict, final_gap: dict, plateau: bool = False) -> dict:
+    """The table columns of one KL-against-baseline pair (readings, ladder): the speed-up with its interval,
+    verdict and censored seeds (and, with ``plateau``, the baselines that plateaued), then the final gap."""
+    sp, gap = interval_of(speedup), interval_of(final_gap)
+    cols = {"seeds": speedup["n"], "speed-up": sp.estimate, "95 % CI": ci_text(sp), "speed-up verdict": speedup["word"],
+            "censored": f"{speedup['censored']}/{speedup['n']}"}
+    if plateau:
+        cols["baseline plateaued"] = f"{speedup['baseline_plateaued']}/{speedup['n']}"
+    return cols | {"final gap": gap.estimate, "95 % CI (gap)": ci_text(gap, "+.0%"), "gap verdict": final_gap["word"]}
