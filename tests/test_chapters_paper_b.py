@@ -103,6 +103,9 @@ def test_operator_sampler_image_sections(results, tiny):
     assert data["verdicts"]["speed_ideal"].startswith(NOT_TESTED) and data["verdicts"]["quality_ideal"].startswith(NOT_TESTED)
     assert data["ours"]["fd_seed_spread"] is None and data["ours"]["rows"][0].get("fd") is None  # 8 images: no Frechet distance
     groups = set(t1.tables["Table 1: paper and ours"]["group"])
+    headers = list(t1.tables["Table 1: paper and ours"].columns)
+    assert "s, 1 image (with set-up)" in headers and "PC / FP time, 100 images" in headers
+    assert not any("_" in h for h in headers), headers  # readers see words, not the rows' keys
     assert any(g.startswith("paper (") for g in groups) and any(g.startswith("ours, trained residual MLP") for g in groups)
     assert any(g.startswith("reference: ideal score") for g in groups)
     assert "1 group of 8 images" in t1.text and "20 steps" in t1.text
