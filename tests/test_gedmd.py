@@ -11,6 +11,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.stats import norm
 
 from kl_repro.paper_b import gedmd
+from kl_repro.paper_b import gedmd_iterative
 from kl_repro.paper_b import kernels
 from kl_repro.paper_b import krylov
 from kl_repro.core.config import ConfigError
@@ -376,6 +377,47 @@ def test_iterative_and_dense_solvers_agree_on_a_random_well_conditioned_pencil()
     assert "sigma" in info and info["stage1_converged"] >= 1  # the outlier in stage 1, the cluster by shift-and-invert
     lam, *_ = gedmd.solve(G0, K, n_keep=5, solver="iterative")
     np.testing.assert_allclose(lam.real, np.concatenate([[10.0], cluster])[: len(lam)], atol=1e-8)  # no spurious one
+
+
+def _image_pencil(M=300, d=64, seed=1):
+    rng = np.random.default_rng(seed)
+    x0 = torch.from_numpy(rng.uniform(0, 1, (M, d)))
+    sde = VESDE()
+    X = x0 + 0.5 * torch.from_numpy(rng.standard_normal(x0.shape))
+    B, a = drift_at(IdealScore(x0, sde), sde, X, _ve_t_of_sigma(sde, 0.5))
+    return gedmd.gram_generator(X.numpy(), B, a, 3.2)
+
+
+def test_mixed_precision_stage1_gives_the_dense_eigenvalues():
+    """Float32 Krylov products, float64 two-sided Rayleigh quotients: the leading eigenvalues as the dense solver's to
+    1e-8 (in fact ~1e-13), vectors to 1 - cos < 1e-8, and the error bound it reports below its tolerance."""
+    rng = np.random.default_rng(7)
+    n = 250
+    for G0, K in (_image_pencil(), _random_pencil(rng, n, np.concatenate([rng.normal(-5.0, 1.0, n - 6), [3.0, 2.5, 2.0, 1.5, 1.2, 1.0]]))):
+        R, _ = gedmd_iterative.well_conditioned_factor(G0, gedmd.GRAM_RTOL)
+        lam, V, U, info = gedmd_iterative.leading_eigenpairs(G0, K, R, 5, precision="mixed")
+        lam_d, V_d, U_d, _, _ = gedmd.solve(G0, K, n_keep=len(lam), solver="dense")
+        assert info["precision"] == "mixed" and info["products_float32"] > 0
+        assert info["eig_error_bound"] <= gedmd_iterative.MIXED_EIG_TOL
+        assert np.abs(lam - lam_d[:len(lam)]).max() <= 1e-8 * np.abs(lam_d).max()
+        assert np.all(_cosines(V, V_d) > 1 - 1e-8) and np.all(_cosines(U, U_d) > 1 - 1e-8)
+
+
+def test_mixed_precision_falls_back_to_double_and_auto_switches_by_size(monkeypatch):
+    """Where float32 cannot separate the pairs (the anisotropic OU: its transposed run lands on other eigenvalues)
+    the float64 stage 1 runs and says why; ``auto`` takes float32 from ``MIXED_MIN_M`` on."""
+    G0, K = _anisotropic_ou()
+    R, _ = gedmd_iterative.well_conditioned_factor(G0, gedmd.GRAM_RTOL)
+    lam, _, _, info = gedmd_iterative.leading_eigenpairs(G0, K, R, 6, precision="mixed")
+    lam_d, *_ = gedmd.solve(G0, K, n_keep=len(lam), solver="dense")
+    assert info["precision"].startswith("double (") and np.abs(lam - lam_d[:len(lam)]).max() <= 1e-8 * np.abs(lam_d).max()
+    G0, K = _image_pencil()
+    R, _ = gedmd_iterative.well_conditioned_factor(G0, gedmd.GRAM_RTOL)
+    assert gedmd_iterative.leading_eigenpairs(G0, K, R, 5)[3]["precision"] == "double"  # M = 300 < MIXED_MIN_M
+    monkeypatch.setattr(gedmd_iterative, "MIXED_MIN_M", 300)
+    assert gedmd_iterative.leading_eigenpairs(G0, K, R, 5)[3]["precision"] == "mixed"
+    with pytest.raises(ValueError, match="precision"):
+        gedmd_iterative.leading_eigenpairs(G0, K, R, 5, precision="half")
 
 
 def test_iterative_solver_with_symmetric_k_returns_u_equal_to_v():
