@@ -50,7 +50,7 @@ SI_BLOCK = 4
 SI_DIM = 96
 MIXED_MIN_M = 2000  # precision="auto": float32 stage-1 products from this size on (below, K fits in cache: no gain)
 MIXED_TOL = 1e-5  # stage-1 residual in float32 (its round-off floor is about 1e-6 of max|lam|)
-MIXED_EIG_TOL = 1e-8  # bound on the refined eigenvalues' error, relative to max|lam| (the dense solver agrees to 1e-8 or better); above it: the float64 stage 1
+MIXED_EIG_TOL = 1e-7  # bound on the refined eigenvalues' error, relative to max|lam|; above it: the float64 stage 1. The bound is first order and loose: measured errors 1e-13 where it says 1e-8
 PRECISIONS = ("auto", "double", "mixed")
 
 
