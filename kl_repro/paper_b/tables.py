@@ -12,7 +12,7 @@ import pandas as pd
 from kl_repro.paper_b.image_runs import boot_interval
 from kl_repro.paper_b.verdicts import deep_speedups
 
-__all__ = ["ou_table", "mixture_table", "image_spectra_table", "e1_table", "e2_tables", "table1_frame", "TABLE1_COLUMNS", "rows_with_fd",
+__all__ = ["ou_table", "mixture_table", "image_spectra_table", "e1_table", "e2_tables", "table1_frame", "rows_with_fd",
            "score_models_table"]
 
 
@@ -63,6 +63,16 @@ def _ours_rows(t1: dict, group: str) -> list[dict]:
     return out
 
 
+# Table 1's columns: the keys of the result rows, and the headers a reader sees.
+TABLE1_COLUMNS = {
+    "group": "group", "method": "method",
+    "time_1": "s, 1 image (with set-up)", "time_1_no_setup": "s, 1 image (sampling only)",
+    "time_100": "s, 100 images (with set-up)", "time_100_no_setup": "s, 100 images (sampling only)",
+    "speedup_1": "PC / FP time, 1 image", "speedup_100": "PC / FP time, 100 images", "nfe": "network evaluations",
+    "quality": "quality metric", "value": "quality", "95% interval": "95% interval", "KD": "kernel distance",
+    "IS": "IS", "n": "samples"}
+
+
 def table1_frame(t1: dict, ideal: dict | None, deep_rows: list[dict] | None, paper: dict, dataset: str):
     """Table 1 in groups of rows: the paper's numbers, ours with the trained network, the deep-network timing, the ideal score.
 
@@ -86,16 +96,6 @@ def table1_frame(t1: dict, ideal: dict | None, deep_rows: list[dict] | None, pap
     if ideal is not None:
         rows += _ours_rows(ideal, f"reference: {ideal['score']} ({dataset}, exact score)")
     return pd.DataFrame(rows).reindex(columns=list(TABLE1_COLUMNS)).rename(columns=TABLE1_COLUMNS)
-
-
-# Table 1's columns: the keys of the result rows, and the headers a reader sees.
-TABLE1_COLUMNS = {
-    "group": "group", "method": "method",
-    "time_1": "s, 1 image (with set-up)", "time_1_no_setup": "s, 1 image (sampling only)",
-    "time_100": "s, 100 images (with set-up)", "time_100_no_setup": "s, 100 images (sampling only)",
-    "speedup_1": "PC / FP time, 1 image", "speedup_100": "PC / FP time, 100 images", "nfe": "network evaluations",
-    "quality": "quality metric", "value": "quality", "95% interval": "95% interval", "KD": "kernel distance",
-    "IS": "IS", "n": "samples"}
 
 
 def rows_with_fd(rows: list[dict]):
