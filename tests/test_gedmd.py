@@ -469,3 +469,20 @@ def test_krylov_schur_finds_the_wanted_eigenvalues(which):
     Q = ps.Q
     assert np.abs(Q.T @ Q - np.eye(Q.shape[1])).max() < 1e-12
     assert np.linalg.norm(A @ Q - Q @ ps.T) < 1e-10 * np.abs(ev).max()
+
+
+def test_krylov_schur_mid_cycle_checks_stop_sooner_with_the_same_eigenvalues():
+    """``check_every`` tests convergence inside a cycle: fewer products, the same converged pairs."""
+    rng = np.random.default_rng(7)
+    n = 400
+    A = _planted(rng, n, -5.0, [3.0, 2.5, 2.0, 1.5], 2.4 + 0.3j)
+    ev = np.linalg.eigvals(A)
+    want = ev[np.argsort(-ev.real)][:6]
+    full = krylov.krylov_schur(lambda Z: A @ Z, n, 6, "LR", block=1, max_dim=64, tol=1e-10)
+    early = krylov.krylov_schur(lambda Z: A @ Z, n, 6, "LR", block=1, max_dim=64, tol=1e-10, check_every=4)
+    assert full.converged and early.converged
+    assert early.products < full.products
+    got, _ = krylov.ritz_pairs(early.T, "LR")
+    for z in want:
+        assert np.abs(got - z).min() < 1e-7 * np.abs(ev).max()
+    assert np.linalg.norm(A @ early.Q - early.Q @ early.T) < 1e-8 * np.abs(ev).max()
