@@ -242,6 +242,40 @@ def test_t6_general_diffusion_matches_d3s_formula_and_isotropic_case():
     np.testing.assert_allclose(K_iso, K_gen, atol=1e-13)
 
 
+def test_generator_gram_in_row_blocks_matches_the_general_formula_and_makes_no_third_array():
+    """Several row blocks (one partial) with a per-point diffusion factor; at most two (M, M) arrays live at once."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    M, d = 2 * gedmd.ROW_BLOCK + 37, 4
+    X, B, a = rng.normal(size=(M, d)), rng.normal(size=(M, d)), rng.uniform(0.2, 2.0, M)
+    G0_ref, K_ref = gedmd.gram_generator_general(X, B, a[:, None, None] * np.eye(d), 1.3)
+    tracemalloc.start()
+    G0, K = gedmd.gram_generator(X, B, a, 1.3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_allclose(G0, G0_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(K, K_ref, rtol=1e-9, atol=1e-12 * np.abs(K_ref).max())
+    assert peak < 2.5 * M * M * 8, f"gram_generator's peak {peak / (M * M * 8):.2f} (M, M) float64 arrays; two are returned"
+
+
+def test_well_conditioned_factor_makes_only_the_factor():
+    """The 1-norm for the condition estimate comes without an (M, M) temporary: the factor is the only array made."""
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    M = 400
+    Z = rng.normal(size=(M, M))
+    G0 = Z @ Z.T / M + np.eye(M)
+    tracemalloc.start()
+    R, rcond = gedmd_iterative.well_conditioned_factor(G0, 1e-12)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_allclose(R.T @ R, G0, atol=1e-12)
+    assert 0.2 / np.linalg.cond(G0, 1) < rcond < 5.0 / np.linalg.cond(G0, 1)  # LAPACK's estimate of 1 / cond_1
+    assert peak < 1.2 * M * M * 8
+
+
 def test_t6_paper_g2_is_the_transpose_of_k():
     rng = np.random.default_rng(2)
     X, B = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))

@@ -58,6 +58,7 @@ __all__ = [
 SOLVERS = ("auto", "iterative", "dense")
 GRAM_RTOL = 1e-12  # default truncation of G0 (Deviations: on the OU check it beats 1e-10 on every seed, no spurious eigenvalue)
 AUTO_ITERATIVE_MIN_M = 1500  # solver="auto": the dense solve below this size (a few seconds at most; every eigenvalue)
+ROW_BLOCK = 256  # gram_generator finishes G0 and K this many rows at a time, in the GEMMs' output arrays
 
 
 def _as_points(X, name: str = "X") -> np.ndarray:
@@ -89,7 +90,9 @@ def gram_generator(X, B, a, zeta: float) -> tuple[np.ndarray, np.ndarray]:
         a: isotropic diffusion factor ``sigma sigma^T = a I``: a scalar, or ``(M,)`` per point.
         zeta: kernel bandwidth.
 
-    Returns ``(G0, K)``, both ``(M, M)`` float64.  Cost ``O(M^2 d)`` (two GEMMs), no loop over pairs.
+    Returns ``(G0, K)``, both ``(M, M)`` float64.  Cost ``O(M^2 d)`` (two GEMMs), no loop over pairs; the
+    elementwise passes run in place on row blocks of the GEMMs' outputs, so no third ``(M, M)`` array is
+    made (fresh memory is slow to touch on a virtual machine: 1 s or more per 200 MB on these ones).
     """
     X = _as_points(X)
     B = _check_drift(X, B)
@@ -97,42 +100,41 @@ def gram_generator(X, B, a, zeta: float) -> tuple[np.ndarray, np.ndarray]:
     if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != X.shape[0]) or np.any(a < 0) or not np.all(np.isfinite(a)):
         raise ConfigError(f"the diffusion factor a must be a finite scalar >= 0 or an (M,) array of them, got shape {a.shape}")
     M, d = X.shape
-    G0, D = _gram_and_sqdist(X, zeta)
-    K = _drift_factor(X, B, zeta)
-    D /= zeta**4  # D becomes the diffusion factor a_i/2 (D / zeta^4 - d / zeta^2), in place
-    D -= d / zeta**2
-    D *= 0.5 * (a[:, None] if a.ndim == 1 else a)
-    K += D
-    del D
-    K *= G0
+    half_a = 0.5 * (a if a.ndim == 1 else np.full(M, float(a)))
+    sq = np.einsum("ij,ij->i", X, X)
+    G0 = X @ X.T  # one SYRK; becomes the squared distances, then G0, block by block
+    K = B @ X.T  # K[i, j] = b(x_i) . x_j before the drift factor
+    b_dot_x = np.diag(K).copy()
+    tmp = np.empty((min(ROW_BLOCK, M), M))
+    for lo in range(0, M, ROW_BLOCK):
+        rows = slice(lo, min(lo + ROW_BLOCK, M))
+        _generator_rows(G0[rows], K[rows], tmp[: rows.stop - lo], sq[rows], sq, b_dot_x[rows], half_a[rows], zeta, d)
     return G0, K
 
 
-def _gram_and_sqdist(X: np.ndarray, zeta: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(G0, D)``: ``D[i, j] = ||x_i - x_j||^2`` (clipped at 0) and ``G0 = exp(-D / (2 zeta^2))``, in place.
+def _generator_rows(g, k, tmp, sq_rows, sq, b_dot_x, half_a, zeta: float, d: int) -> None:
+    """Rows of ``(G0, K)`` in place, from ``g = X_rows X^T`` and ``k = B_rows X^T`` (:func:`gram_generator`'s formula).
 
-    The operations of :func:`kernels.sqdist` and :func:`kernels.gram` in the same order, with two
-    ``(M, M)`` arrays instead of five temporaries (``M = 10,000``: 800 MB each); ``X X^T`` is one SYRK.
+    ``D = ||x_i||^2 - 2 x_i.x_j + ||x_j||^2`` (clipped at 0), ``G0 = exp(-D / (2 zeta^2))``,
+    ``K = [-(b_i.x_i - b_i.x_j) / zeta^2 + a_i/2 (D / zeta^4 - d / zeta^2)] G0``; ``tmp`` is scratch of
+    the block's shape.  Only two ``(M, M)`` arrays exist in all (``M = 10,000``: 800 MB each), so a
+    set-up touches no more fresh memory than it returns.
     """
-    sq = np.einsum("ij,ij->i", X, X)
-    D = X @ X.T
-    D *= 2.0
-    np.subtract(sq[:, None], D, out=D)
-    D += sq[None, :]
-    np.maximum(D, 0.0, out=D)
-    G0 = np.negative(D)
-    G0 /= 2.0 * zeta * zeta
-    np.exp(G0, out=G0)
-    return G0, D
-
-
-def _drift_factor(X: np.ndarray, B: np.ndarray, zeta: float) -> np.ndarray:
-    """``F[i, j] = -b(x_i).(x_i - x_j) / zeta^2`` ``(M, M)``, from one GEMM ``P = B X^T``, in place."""
-    P = B @ X.T  # P[i, j] = b(x_i) . x_j
-    np.subtract(np.diag(P).copy()[:, None], P, out=P)
-    np.negative(P, out=P)
-    P /= zeta**2
-    return P
+    g *= 2.0
+    np.subtract(sq_rows[:, None], g, out=g)
+    g += sq[None, :]
+    np.maximum(g, 0.0, out=g)  # D
+    np.subtract(b_dot_x[:, None], k, out=k)
+    np.negative(k, out=k)
+    k /= zeta**2  # the drift factor -b_i.(x_i - x_j) / zeta^2
+    np.divide(g, zeta**4, out=tmp)
+    tmp -= d / zeta**2
+    tmp *= half_a[:, None]
+    k += tmp
+    np.negative(g, out=g)
+    g /= 2.0 * zeta * zeta
+    np.exp(g, out=g)  # G0
+    k *= g
 
 
 def gram_generator_general(X, B, A, zeta: float) -> tuple[np.ndarray, np.ndarray]:

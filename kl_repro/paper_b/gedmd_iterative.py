@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg.lapack import dpocon
+from scipy.linalg.lapack import dlange, dpocon
 
 from kl_repro.paper_b.krylov import PartialSchur, krylov_schur, order_by, ritz_pairs
 
@@ -72,7 +72,8 @@ def well_conditioned_factor(G0: np.ndarray, rtol: float) -> tuple[np.ndarray | N
         R = sla.cholesky(G0, lower=False, check_finite=False)
     except np.linalg.LinAlgError:
         return None, 0.0
-    rcond, info = dpocon(R, float(np.abs(G0).sum(0).max()), uplo="U")
+    anorm = float(dlange("I", G0.T))  # ||G0||_1 = ||G0^T||_inf, on the Fortran-ordered view: no (M, M) temporary
+    rcond, info = dpocon(R, anorm, uplo="U")
     rcond = float(rcond) if info == 0 else 0.0
     return (R if rcond > RCOND_SAFETY * rtol else None), rcond
 
