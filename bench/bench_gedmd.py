@@ -20,7 +20,7 @@ so the first call measures that as well as the code, and the repeat measures the
 exponent of ``t ~ M^p`` is over M >= 1000; rows above M = 2000 are skipped once the benchmark has used
 its time budget.
 
-    .venv/bin/python bench/bench_gedmd.py [--quick]
+    .venv/bin/python -m bench.bench_gedmd [--quick]    # or: .venv/bin/python -m bench --only gedmd
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def setup_row(M: int, dense: bool = False) -> dict:
     row = {"M": M, "load_1min": load, "t_gram_s": w1 - w0, "t_eig_s": w2 - w1, "t_setup_s": w2 - w0,
            "cpu_gram_s": c1 - c0, "cpu_eig_s": c2 - c1, "cpu_setup_s": c2 - c0, "gflop": flops / 1e9,
            "solver": info["solver"], "stage1_converged": info.get("stage1_converged"), "shift_invert": "sigma" in info,
-           "products": info.get("products"), "lam0": float(lam[0].real), "lam5": float(lam[5].real), "data": source}
+           "products": info.get("products"), "factor": info.get("factor"), "lam0": float(lam[0].real), "lam5": float(lam[5].real), "data": source}
     if dense:
         w3, _ = _clock()
         lam_d, *_ = gedmd.solve(G0, K, n_keep=6, solver="dense")
@@ -126,5 +126,4 @@ def run(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     print(json.dumps(run(quick="--quick" in sys.argv), indent=2, default=str))

@@ -454,6 +454,63 @@ def test_mixed_precision_falls_back_to_double_and_auto_switches_by_size(monkeypa
         gedmd_iterative.leading_eigenpairs(G0, K, R, 5, precision="half")
 
 
+def test_single_factor_is_float32_in_place_and_refused_where_g0_is_ill_conditioned():
+    """``single=True``: a float32 factor made in its own float32 copy of ``G0`` (half a float64 array of fresh memory,
+    no float64 factor); where ``G0``'s condition is beyond float32's reach the float64 factor (or None) as before."""
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    M = 400
+    Z = rng.normal(size=(M, M))
+    G0 = Z @ Z.T / M + np.eye(M)
+    tracemalloc.start()
+    R, rcond = gedmd_iterative.well_conditioned_factor(G0, 1e-12, single=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert R.dtype == np.float32 and peak < 0.6 * M * M * 8
+    np.testing.assert_allclose(R.T.astype(np.float64) @ R, G0, atol=1e-5)
+    assert 0.2 / np.linalg.cond(G0, 1) < rcond < 5.0 / np.linalg.cond(G0, 1)
+    Q = np.linalg.qr(rng.normal(size=(M, M)))[0]
+    G_ill = (Q * np.logspace(0, -8, M)) @ Q.T  # 1/cond = 1e-8: below SINGLE_RCOND_MIN, above the float64 bar
+    R, rcond = gedmd_iterative.well_conditioned_factor(G_ill, 1e-12, single=True)
+    assert R.dtype == np.float64 and rcond < gedmd_iterative.SINGLE_RCOND_MIN
+    np.testing.assert_allclose(R.T @ R, G_ill, atol=1e-12)
+
+
+def test_mixed_precision_with_a_float32_factor_matches_the_dense_solver_without_a_float64_factor():
+    """A float32 factor (``single=True``) serves stage 1; the float64 quotients come from ``K`` and ``G0`` themselves, so
+    the eigenvalues are the dense solver's to 1e-8 and no float64 factor is made.  Where the bound fails (the
+    anisotropic OU) the float64 factor is made for the float64 stage 1, and the answer is still the dense one."""
+    rng = np.random.default_rng(7)
+    n = 250
+    for G0, K in (_image_pencil(), _random_pencil(rng, n, np.concatenate([rng.normal(-5.0, 1.0, n - 6), [3.0, 2.5, 2.0, 1.5, 1.2, 1.0]]))):
+        R, _ = gedmd_iterative.well_conditioned_factor(G0, gedmd.GRAM_RTOL, single=True)
+        assert R.dtype == np.float32
+        lam, V, U, info = gedmd_iterative.leading_eigenpairs(G0, K, R, 5, precision="mixed")
+        lam_d, V_d, U_d, _, _ = gedmd.solve(G0, K, n_keep=len(lam), solver="dense")
+        assert info["precision"] == "mixed" and info["factor"] == "float32"
+        assert info["eig_error_bound"] <= gedmd_iterative.MIXED_EIG_TOL
+        assert np.abs(lam - lam_d[:len(lam)]).max() <= 1e-8 * np.abs(lam_d).max()
+        assert np.all(_cosines(V, V_d) > 1 - 1e-8) and np.all(_cosines(U, U_d) > 1 - 1e-8)
+    G0, K = _anisotropic_ou()
+    R, _ = gedmd_iterative.well_conditioned_factor(G0, gedmd.GRAM_RTOL)
+    lam, _, _, info = gedmd_iterative.leading_eigenpairs(G0, K, R.astype(np.float32), 6, precision="mixed")
+    lam_d, *_ = gedmd.solve(G0, K, n_keep=len(lam), solver="dense")
+    assert info["precision"].startswith("double (") and info["factor"] == "float64"
+    assert np.abs(lam - lam_d[:len(lam)]).max() <= 1e-8 * np.abs(lam_d).max()
+
+
+def test_solve_takes_the_float32_factor_from_mixed_min_m_on(monkeypatch):
+    """``gedmd.solve(solver="iterative")`` asks for the float32 factor where stage 1 runs in float32, and says so."""
+    G0, K = _image_pencil()
+    assert "dpocon" in gedmd.solve(G0, K, n_keep=4, solver="iterative")[4]["cond_estimate"]
+    monkeypatch.setattr(gedmd_iterative, "MIXED_MIN_M", 300)
+    lam, _, _, _, info = gedmd.solve(G0, K, n_keep=4, solver="iterative")
+    lam_d = gedmd.solve(G0, K, n_keep=4, solver="dense")[0]
+    assert "spocon" in info["cond_estimate"] and info["factor"] == "float32" and info["precision"] == "mixed"
+    assert np.abs(lam[:4] - lam_d[:4]).max() <= 1e-8 * np.abs(lam_d).max()
+
+
 def test_iterative_solver_with_symmetric_k_returns_u_equal_to_v():
     """Zero drift (the VE sampler at t* = sampling_eps on unperturbed references): K is symmetric to rounding, U = V."""
     X = np.random.default_rng(2).uniform(0, 1, (250, 64))

@@ -285,14 +285,14 @@ def _solve_iterative(G0: np.ndarray, K: np.ndarray, rtol: float, n_keep: int, n_
     M = G0.shape[0]
     if n_eig > max(8, M // 10):
         return None, f"n_eig = {n_eig} > max(8, M / 10)"
-    R, rcond = gedmd_iterative.well_conditioned_factor(G0, rtol)
+    R, rcond = gedmd_iterative.well_conditioned_factor(G0, rtol, single=M >= gedmd_iterative.MIXED_MIN_M)
     if R is None:
         return None, f"G0 not well conditioned (1/cond ~ {rcond:.1e}, gram_rtol = {rtol:g}): the truncation is active"
     try:
         lam, V, U, it = gedmd_iterative.leading_eigenpairs(G0, K, R, n_eig)
     except gedmd_iterative.NotConverged as err:
         return None, f"not converged ({err})"
-    info = {"M": M, "r": M, "cond_kept": 1.0 / rcond, "cond_estimate": "1-norm (LAPACK dpocon)", **it}
+    info = {"M": M, "r": M, "cond_kept": 1.0 / rcond, "cond_estimate": f"1-norm (LAPACK {'s' if R.dtype == np.float32 else 'd'}pocon)", **it}
     return (lam, V[:, :n_keep], U[:, :n_keep], info), ""
 
 

@@ -20,8 +20,12 @@ computed:
 
 **Mixed precision** (from ``M >= MIXED_MIN_M`` on): the products of stage 1 are memory-bound (each
 streams ``K`` and ``R``), so they run on float32 copies, at half the traffic, to a residual of
-``MIXED_TOL``.  The eigenvalues are then recomputed in float64 as two-sided Rayleigh quotients
-``lam = c'^T A c / c'^T c`` of the float32 right and left vectors (``2 n`` float64 products), whose
+``MIXED_TOL``.  ``R`` itself may be a float32 factor (``well_conditioned_factor(single=True)``, where
+``G0`` is well conditioned enough for one): on a virtual machine, where fresh memory is slow to touch,
+skipping the float64 factor's ``8 M^2`` bytes (and its Cholesky) saves about 1 s at ``M = 5000``.
+The eigenvalues are then recomputed in float64 as two-sided Rayleigh quotients
+``lam = c'^T A c / c'^T c = u^T K v / u^T G0 v`` of the float32 right and left vectors, formed from ``K``
+and ``G0`` (``2 n`` float64 products with each), whose
 error is at most the product of the two residuals over ``sep |c'^T c|`` (:func:`_refined`): about 1e-12
 of ``max|lam|`` on MNIST points, where float32 Ritz values alone are off by 1e-8.  That bound is
 checked (``MIXED_EIG_TOL``); where it fails the float64 stage 1 runs instead.  The vectors keep
@@ -36,13 +40,14 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg.lapack import dlange, dpocon
+from scipy.linalg.lapack import dlange, dpocon, spocon, spotrf
 
 from kl_repro.paper_b.krylov import PartialSchur, krylov_schur, order_by, ritz_pairs
 
 __all__ = ["NotConverged", "well_conditioned_factor", "PencilOperators", "leading_eigenpairs", "PRECISIONS", "MIXED_MIN_M"]
 
 RCOND_SAFETY = 10.0  # LAPACK's 1-norm estimate of 1/cond(G0) must clear rtol by this factor
+SINGLE_RCOND_MIN = 1e-6  # a float32 factor is kept where its 1/cond estimate clears this (16x float32's round-off, 6e-8)
 STAGE1_BLOCK = 1  # stage 1 wants Krylov degree, not BLAS-3 width: one vector at a time (the GEMV path reads K fastest per pass)
 STAGE1_DIM = 64  # basis size of stage 1 (at least 3 n_eig + 16)
 STAGE1_RESTARTS = 6  # cycles at most; stage 1 stops earlier when a cycle converges no new pair
@@ -60,22 +65,41 @@ class NotConverged(RuntimeError):
     """An iteration ended without reaching its tolerance (the caller falls back to the dense solve)."""
 
 
-def well_conditioned_factor(G0: np.ndarray, rtol: float) -> tuple[np.ndarray | None, float]:
+def well_conditioned_factor(G0: np.ndarray, rtol: float, single: bool = False) -> tuple[np.ndarray | None, float]:
     """Upper Cholesky factor ``R`` of ``G0`` when its reciprocal condition number clears ``rtol``; else ``None``.
 
     The condition number is LAPACK's 1-norm estimate (``dpocon``, ``O(M^2)``) made from the factor.
     For a symmetric matrix ``1/cond_2 >= 1/cond_1``, and the margin ``RCOND_SAFETY`` covers the
     estimate, so a factor is returned only where the dense truncation at ``rtol`` would keep every
-    direction.  Returns ``(R or None, rcond estimate)``.
+    direction.  ``single``: first try a float32 factor (``spotrf`` on a float32 copy, half the fresh
+    memory and none of the float64 factor's 200 MB at ``M = 5000``), kept where its own estimate clears
+    ``SINGLE_RCOND_MIN`` (then ``G0`` is far better conditioned than ``rtol`` needs, and the float32
+    factor is an exact factor of a matrix within about 1e-6 of ``G0``, all that the float32 products of
+    the mixed-precision stage 1 use); otherwise the float64 factor as without it.
+    Returns ``(R or None, rcond estimate)``, ``R`` float32 or float64.
     """
+    anorm = float(dlange("I", G0.T))  # ||G0||_1 = ||G0^T||_inf, on the Fortran-ordered view: no (M, M) temporary
+    if single:
+        R32, info = spotrf(G0.T.astype(np.float32, order="F"), lower=0, overwrite_a=1, clean=1)  # G0 symmetric: factored in place
+        if info == 0:
+            rcond, info = spocon(R32, anorm, uplo="U")
+            if info == 0 and float(rcond) > max(SINGLE_RCOND_MIN, RCOND_SAFETY * rtol):
+                return R32, float(rcond)
+        del R32
     try:
         R = sla.cholesky(G0, lower=False, check_finite=False)
     except np.linalg.LinAlgError:
         return None, 0.0
-    anorm = float(dlange("I", G0.T))  # ||G0||_1 = ||G0^T||_inf, on the Fortran-ordered view: no (M, M) temporary
     rcond, info = dpocon(R, anorm, uplo="U")
     rcond = float(rcond) if info == 0 else 0.0
     return (R if rcond > RCOND_SAFETY * rtol else None), rcond
+
+
+def _tri(R: np.ndarray, X: np.ndarray, trans: bool = False) -> np.ndarray:
+    """``R^-1 X`` (``trans``: ``R^-T X``) in ``R``'s precision, returned as float64 (complex ``X``: real and imaginary parts apart)."""
+    if np.iscomplexobj(X):
+        return _tri(R, X.real, trans) + 1j * _tri(R, X.imag, trans)
+    return sla.solve_triangular(R, X.astype(R.dtype, copy=False), trans="T" if trans else "N", check_finite=False).astype(np.float64)
 
 
 class PencilOperators:
@@ -87,12 +111,25 @@ class PencilOperators:
     """
 
     def __init__(self, G0: np.ndarray, K: np.ndarray, R: np.ndarray):
-        self.G0, self.K, self.R = G0, K, R
+        self.G0, self.K = G0, K
+        self._R = R if R.dtype == np.float64 else None  # a float32 R (well_conditioned_factor(single=True)): float64 one made if needed
+        self._R32 = R if R.dtype == np.float32 else None
         self.lu = None
         self.sigma = None
         self.products = 0
         self.products32 = 0
-        self._single = None
+        self._K32 = None
+
+    @property
+    def R(self) -> np.ndarray:
+        """The float64 factor (the float64 stage 1 only; made here, once, where a float32 one was given)."""
+        if self._R is None:
+            self._R = sla.cholesky(self.G0, lower=False, check_finite=False)
+        return self._R
+
+    @property
+    def best_factor(self) -> np.ndarray:
+        return self._R if self._R is not None else self._R32
 
     def A(self, X: np.ndarray, transpose: bool = False) -> np.ndarray:
         self.products += X.shape[1]
@@ -102,9 +139,10 @@ class PencilOperators:
 
     def A32(self, X: np.ndarray, transpose: bool = False) -> np.ndarray:
         """:meth:`A` on float32 copies of ``K`` and ``R`` (made on first use), returned as float64."""
-        if self._single is None:
-            self._single = (self.K.astype(np.float32), self.R.astype(np.float32))
-        K32, R32 = self._single
+        if self._K32 is None:
+            self._K32 = self.K.astype(np.float32)
+            self._R32 = self._R.astype(np.float32) if self._R32 is None else self._R32
+        K32, R32 = self._K32, self._R32
         self.products32 += X.shape[1]
         Y = sla.solve_triangular(R32, X.astype(np.float32), check_finite=False)
         Y = (K32.T if transpose else K32) @ Y
@@ -220,22 +258,33 @@ def _left_vectors(op_t, X: np.ndarray, lam: np.ndarray, sigma: float | None, blo
     return Xl[:, match]
 
 
-def _refined(ops: PencilOperators, C: np.ndarray, Cl: np.ndarray, ritz_all: np.ndarray) -> tuple[np.ndarray, float]:
-    """Two-sided Rayleigh quotients in float64 of float32 right and left unit vectors ``C``, ``Cl``, and a bound on
-    their error relative to ``max|lam|``.
+def _refined(ops: PencilOperators, C: np.ndarray, Cl: np.ndarray, ritz_all: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Two-sided Rayleigh quotients in float64 of float32 right and left vectors ``C``, ``Cl`` (frame ``c = R v``), the
+    pencil's vectors ``V``, ``U`` and a bound on the eigenvalues' error relative to ``max|lam|``: ``(lam, V, U, bound)``.
 
-    With ``v = x + e``, ``u = y + f`` (``x``, ``y`` exact) the quotient's error is ``f^T (A - lam) e / u^T v``,
-    at most ``||r|| ||r'|| / (sep |u^T v|)``: the float64 residuals of both vectors and ``sep``, the distance
-    to the nearest other Ritz value of the last projected matrix (``ritz_all``).
+    With ``v = R^-1 c``, ``u = R^-1 c'`` the quotient ``c'^T A c / c'^T c`` of ``A = R^-T K R^-1`` equals
+    ``u^T K v / u^T G0 v`` for the exact factor, so it is formed from ``K`` and ``G0`` in float64 whichever factor
+    made ``v`` and ``u`` (a float32 one only perturbs the vectors, and the quotient's error is of second order in them).
+    With ``v = x + e``, ``u = y + f`` (``x``, ``y`` exact) that error is ``f^T (K - lam G0) e / u^T G0 v``,
+    at most ``||r|| ||r'|| / (sep |c'^T c|)`` for unit ``c``, ``c'``: the residuals ``r = R^-T (K v - lam G0 v)``
+    of both vectors (their norms need the factor only to a few digits), and ``sep``, the distance to the nearest
+    other Ritz value of the last projected matrix (``ritz_all``).
     """
-    AC, ATCl = _apply(ops.A, C), _apply(lambda Z: ops.A(Z, True), Cl)  # float64
-    cross = np.einsum("mk,mk->k", Cl, C)  # u^T A = lam u^T for the left vector of a real A: no conjugate
-    rq = np.einsum("mk,mk->k", Cl, AC) / cross
-    r, r_left = np.linalg.norm(AC - C * rq, axis=0), np.linalg.norm(ATCl - Cl * rq, axis=0)
+    R = ops.best_factor
+    V, U = _tri(R, C), _tri(R, Cl)
+    KV, GV, KTU, GU = ops.K @ V, ops.G0 @ V, ops.K.T @ U, ops.G0 @ U  # float64
+    ops.products += 2 * C.shape[1]
+    norm_c = np.sqrt(np.abs(np.einsum("mk,mk->k", V.conj(), GV)))  # ||R v|| = (v^* G0 v)^1/2, exactly
+    norm_cl = np.sqrt(np.abs(np.einsum("mk,mk->k", U.conj(), GU)))
+    cross = np.einsum("mk,mk->k", U, GV)  # u^T K = lam u^T G0 for the left vector of a real pencil: no conjugate
+    rq = np.einsum("mk,mk->k", U, KV) / cross
+    r = np.linalg.norm(_tri(R, KV - GV * rq, trans=True), axis=0) / norm_c
+    r_left = np.linalg.norm(_tri(R, KTU - GU * rq, trans=True), axis=0) / norm_cl
+    cross = cross / (norm_c * norm_cl)
     dist = np.sort(np.abs(rq[:, None] - np.asarray(ritz_all)[None, :]), axis=1)
     sep = np.maximum(dist[:, 1] if dist.shape[1] > 1 else np.abs(rq), 1e-300)  # [:, 0] is the pair's own Ritz value
     scale = max(float(np.abs(rq).max()), 1e-300)
-    return rq, float((r * r_left / (sep * np.abs(cross))).max() / scale)
+    return rq, V, U, float((r * r_left / (sep * np.abs(cross))).max() / scale)
 
 
 def _stage1_pairs(ops: PencilOperators, op, want: int, tol: float) -> tuple:
@@ -264,14 +313,14 @@ def _stage1(ops: PencilOperators, n_eig: int, tol: float, mixed: bool) -> tuple:
         except NotConverged as err:
             lead, why = 0, f"float32 stage 1: {err}"
         if lead:
-            lam, info["eig_error_bound"] = _refined(ops, C, Cl, ps.ritz_all)
+            lam, V, U, info["eig_error_bound"] = _refined(ops, C, Cl, ps.ritz_all)
             mixed = info["eig_error_bound"] <= MIXED_EIG_TOL
             why = f"mixed-precision bound {info['eig_error_bound']:.1e} > {MIXED_EIG_TOL:g}"
         info.update(precision="mixed" if mixed else f"double ({why})", products_float32=ops.products32)
-    if not mixed:
-        lam, C, Cl, ps, lead = _stage1_pairs(ops, ops.A, n_eig, tol)
-    solve = lambda Z: sla.solve_triangular(ops.R, Z, check_finite=False)  # noqa: E731  v = R^-1 c
-    return lam, solve(C), solve(Cl), ps, lead, info
+        if mixed:
+            return lam, V, U, ps, lead, info
+    lam, C, Cl, ps, lead = _stage1_pairs(ops, ops.A, n_eig, tol)
+    return lam, _tri(ops.R, C), _tri(ops.R, Cl), ps, lead, info  # v = R^-1 c
 
 
 def leading_eigenpairs(G0: np.ndarray, K: np.ndarray, R: np.ndarray, n_eig: int, tol: float = 1e-12,
@@ -306,4 +355,5 @@ def leading_eigenpairs(G0: np.ndarray, K: np.ndarray, R: np.ndarray, n_eig: int,
     if n < len(order) and lam[order[n - 1]].imag > 1e-12 * max(1.0, abs(lam[order[n - 1]])):
         n += 1  # the conjugate of the last one kept
     order = order[:n]
-    return lam[order], V[:, order], U[:, order], dict(info, products=ops.products + ops.products32, solver="iterative", n_eig=n)
+    factor = "float64" if ops._R is not None else "float32"  # the float64 one exists where it was given or the float64 stage 1 ran
+    return lam[order], V[:, order], U[:, order], dict(info, products=ops.products + ops.products32, solver="iterative", n_eig=n, factor=factor)
