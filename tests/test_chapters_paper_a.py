@@ -156,3 +156,19 @@ def test_verdicts():
     assert verdicts.kl_star_verdict(step_s, {"KL-8d-b16": 1.0, "KL*-8d-b16": 1.2}).startswith("Holds for cost: a KL* step costs 1.10x")
     rows = [{"run": "Baseline-b16", "time / baseline": 1.0}, {"run": "KL-10d1-b16", "time / baseline": 1.05}]
     assert verdicts.cost_verdict(rows).startswith("Holds: KL-10d1 costs 1.05x")
+
+
+def test_table1_lists_the_runs_behind_its_verdict(monkeypatch):
+    """Where the verdict's pair (the longest, most-seeded runs) is not among panel (a)'s runs, Table 1 adds their rows
+    and marks them, so a reader sees which numbers the verdict quotes."""
+    from kl_repro.paper_a import tables
+
+    monkeypatch.setattr(tables, "panel_runs", lambda res, panel: ["base", "kl"] if panel == "a" else [])
+    monkeypatch.setattr(tables, "_headline_pair", lambda res: ("kl_3k", "base_3k"))
+    monkeypatch.setattr(tables, "_table1_row", lambda res, rid, paper_data, rows: {"id": rid, "paper data set": paper_data, "final": None})
+    monkeypatch.setattr(tables, "_headline_verdict", lambda res: "x")
+    monkeypatch.setattr(tables.store, "save_artefact", lambda *a, **k: None)
+    res = type("R", (), {"name": "smoke"})()
+    rows = tables.table1(res)
+    assert [(r["id"], r["behind the verdict"]) for r in rows] == [("base", ""), ("kl", ""), ("kl_3k", "yes"), ("base_3k", "yes")]
+    assert {r["paper data set"] for r in rows} == {tables.PANELS["a"][0]}

@@ -36,7 +36,8 @@ def _table1_row(res: Results, run_id: str, paper_data: str, paper_rows: dict) ->
     if not best and not final:
         return None
     return {
-        "paper data set": paper_data, "our data": run_spec.data, "run": run_spec.label,
+        "paper data set": paper_data, "our data": run_spec.data, "run": res.label(run_id),
+        "steps": max((r["step"] for r in res.curve(run_id)), default=None),
         "metric": res.metric(run_id),
         "best proxy (mean over seeds)": float(np.mean([b["value"] for b in best.values()])) if best else None,
         "final": float(np.mean([f["value"] for f in final])) if final else None,
@@ -59,20 +60,27 @@ def paper_ratio(res: Results, data: str, kl_label: str, base_label: str) -> tupl
     return None, ""
 
 
-def _headline_verdict(res: Results) -> str:
-    """KL-8d-b16 against Baseline-b16 final scores on the MNIST stand-in, with the interval of the gap.
-
-    The pair is the headline pair of ``A.speedup`` on panel (a)'s data set (the profile's longest runs, most
-    seeds) when both have scores, else panel (a)'s own KL-8d-b16 and Baseline-b16.
-    """
+def _headline_pair(res: Results) -> tuple[str | None, str | None]:
+    """The run ids ``(KL-8d-b16, Baseline-b16)`` behind the final-score verdict (:func:`_headline_verdict`)."""
     ids = {res.label(r): r for r in panel_runs(res, "a")}
     kl_id, base_id = ids.get("KL-8d-b16"), ids.get("Baseline-b16")
     data = res.matrix.spec(kl_id).data if kl_id else None
     head = [p for p in speedup(res, data)["pairs"] if p["kl"].startswith("KL-8d-b16")] if data else []
     if head and final_scores(res, head[0]["kl_id"]) and final_scores(res, head[0]["base_id"]):
         kl_id, base_id = head[0]["kl_id"], head[0]["base_id"]
+    return kl_id, base_id
+
+
+def _headline_verdict(res: Results) -> str:
+    """KL-8d-b16 against Baseline-b16 final scores on the MNIST stand-in, with the interval of the gap.
+
+    The pair is the headline pair of ``A.speedup`` on panel (a)'s data set (the profile's longest runs, most
+    seeds) when both have scores, else panel (a)'s own KL-8d-b16 and Baseline-b16.
+    """
+    kl_id, base_id = _headline_pair(res)
     if not kl_id or not base_id:
         return verdicts.final_score_verdict([], [], "", "")
+    data = res.matrix.spec(kl_id).data
     ratio, source = paper_ratio(res, data, "KL-8d-b16", "Baseline-b16")
     return verdicts.final_score_verdict(final_scores(res, kl_id), final_scores(res, base_id), data, res.metric(kl_id),
                                         ratio, source, labels=(res.label(kl_id), res.label(base_id)))
@@ -83,7 +91,10 @@ def table1(res: Results) -> list[dict]:
     pv = paper_values("A")
     paper_rows = {**{k: v for k, v in pv["table1"].items() if isinstance(v, dict)},
                   **{k: v for k, v in pv["table1_cifar"].items() if isinstance(v, dict)}}
-    rows = [row for panel, (paper_data, _) in PANELS.items() for rid in panel_runs(res, panel)
+    pair = [r for r in _headline_pair(res) if r]
+    listed = [(paper_data, rid) for panel, (paper_data, _) in PANELS.items() for rid in panel_runs(res, panel)]
+    listed += [(PANELS["a"][0], rid) for rid in pair if rid not in panel_runs(res, "a")]  # the verdict's runs, named
+    rows = [dict(row, **{"behind the verdict": "yes" if rid in pair else ""}) for paper_data, rid in listed
             if (row := _table1_row(res, rid, paper_data, paper_rows)) is not None]
     ours_summary = "; ".join(f"{r['our data']} {r['run']}: {r['final']:.3g}" for r in rows
                              if r["final"] is not None and r["paper data set"] == "MNIST-32")
