@@ -97,9 +97,8 @@ def well_conditioned_factor(G0: np.ndarray, rtol: float, single: bool = False) -
 
 def _tri(R: np.ndarray, X: np.ndarray, trans: bool = False) -> np.ndarray:
     """``R^-1 X`` (``trans``: ``R^-T X``) in ``R``'s precision, returned as float64 (complex ``X``: real and imaginary parts apart)."""
-    if np.iscomplexobj(X):
-        return _tri(R, X.real, trans) + 1j * _tri(R, X.imag, trans)
-    return sla.solve_triangular(R, X.astype(R.dtype, copy=False), trans="T" if trans else "N", check_finite=False).astype(np.float64)
+    return _apply(lambda Z: sla.solve_triangular(R, Z.astype(R.dtype, copy=False), trans="T" if trans else "N",
+                                                 check_finite=False).astype(np.float64), X)
 
 
 class PencilOperators:
@@ -129,6 +128,7 @@ class PencilOperators:
 
     @property
     def best_factor(self) -> np.ndarray:
+        """The float64 factor where one exists, else the float32 one (without making a float64 one)."""
         return self._R if self._R is not None else self._R32
 
     def A(self, X: np.ndarray, transpose: bool = False) -> np.ndarray:
@@ -272,7 +272,8 @@ def _refined(ops: PencilOperators, C: np.ndarray, Cl: np.ndarray, ritz_all: np.n
     """
     R = ops.best_factor
     V, U = _tri(R, C), _tri(R, Cl)
-    KV, GV, KTU, GU = ops.K @ V, ops.G0 @ V, ops.K.T @ U, ops.G0 @ U  # float64
+    KV, GV = _apply(lambda Z: ops.K @ Z, V), _apply(lambda Z: ops.G0 @ Z, V)  # float64 (a complex block in two real halves:
+    KTU, GU = _apply(lambda Z: ops.K.T @ Z, U), _apply(lambda Z: ops.G0 @ Z, U)  # no complex copy of K or G0)
     ops.products += 2 * C.shape[1]
     norm_c = np.sqrt(np.abs(np.einsum("mk,mk->k", V.conj(), GV)))  # ||R v|| = (v^* G0 v)^1/2, exactly
     norm_cl = np.sqrt(np.abs(np.einsum("mk,mk->k", U.conj(), GU)))
@@ -355,5 +356,5 @@ def leading_eigenpairs(G0: np.ndarray, K: np.ndarray, R: np.ndarray, n_eig: int,
     if n < len(order) and lam[order[n - 1]].imag > 1e-12 * max(1.0, abs(lam[order[n - 1]])):
         n += 1  # the conjugate of the last one kept
     order = order[:n]
-    factor = "float64" if ops._R is not None else "float32"  # the float64 one exists where it was given or the float64 stage 1 ran
+    factor = ops.best_factor.dtype.name  # float64 where it was given or the float64 stage 1 made it
     return lam[order], V[:, order], U[:, order], dict(info, products=ops.products + ops.products32, solver="iterative", n_eig=n, factor=factor)
